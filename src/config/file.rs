@@ -1,0 +1,26 @@
+//! The serde shape of `services.json`, exactly as written in the file. Nothing here is
+//! trusted: [`super::validate`] turns it into [`super::Service`].
+
+use serde::Deserialize;
+
+/// One entry of the `services` list (or one value of the older `services` map, whose key is
+/// the name).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    /// Required in the list form; in the map form the key is the name.
+    pub name: Option<String>,
+    pub host: String,
+    /// Signed and wide so that `0`, `-1` and `70000` reach validation and get a clear message
+    /// instead of a type error.
+    pub port: i64,
+    pub prefix: String,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// `skip_prefix_for` is the name used by the first gateway's config files.
+    #[serde(default, alias = "skip_prefix_for")]
+    pub skip_prefix: Vec<String>,
+    pub api_version: Option<u32>,
+    pub connect_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+}

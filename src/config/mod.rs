@@ -1,0 +1,79 @@
+//! `services.json`: read it, parse it into its serde shape ([`file`]), then validate it into
+//! [`Service`]s, the runtime model that the router and the upstreams are built from.
+//!
+//! Both forms of the file are accepted: the list form
+//! (`{"services": [{"name": "auth-service", ...}]}`) and the older map form
+//! (`{"services": {"auth-service": {...}}}`).
+
+mod error;
+mod file;
+mod validate;
+
+use std::path::Path;
+use std::time::Duration;
+
+pub use error::{ConfigError, Location};
+
+/// How long to wait for a TCP connection to an upstream when the file does not say.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an upstream may stay silent mid-response when the file does not say.
+/// WebSocket connections are exempt once upgraded: see `upstream::Upstream::peer`.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One validated service: every field holds a value the gateway can use as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// Starts with `/`; never ends with `/` unless it is `/` itself.
+    pub prefix: String,
+    pub strip_prefix: bool,
+    /// Paths (after stripping) under these prefixes are not versioned. Same shape as `prefix`.
+    pub skip_prefix: Vec<String>,
+    pub api_version: Option<u32>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+/// Read and validate the file at `path`.
+pub fn load(path: &Path) -> Result<Vec<Service>, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: name.clone(),
+        source,
+    })?;
+    parse(&name, &text)
+}
+
+/// Validate `text`, naming it `file` in every error message.
+pub fn parse(file: &str, text: &str) -> Result<Vec<Service>, ConfigError> {
+    validate::services(file, text)
+}
+
+/// The config shipped in the repository, compiled in: demo mode starts from it.
+pub const SHIPPED: &str = include_str!("../../config/services.json");
+
+/// One line per route, for `--check` and the startup log.
+pub fn summary(services: &[Service]) -> Vec<String> {
+    services
+        .iter()
+        .map(|s| {
+            let rewrite = match (s.strip_prefix, s.api_version) {
+                (false, _) => "path as is".to_owned(),
+                (true, None) => "strip prefix".to_owned(),
+                (true, Some(v)) if s.skip_prefix.is_empty() => {
+                    format!("strip prefix, version /api/v{v}")
+                }
+                (true, Some(v)) => format!(
+                    "strip prefix, version /api/v{v} except {}",
+                    s.skip_prefix.join(" ")
+                ),
+            };
+            format!(
+                "{:<20} {:<14} -> {}:{} ({rewrite}; connect {:?}, read {:?})",
+                s.name, s.prefix, s.host, s.port, s.connect_timeout, s.read_timeout
+            )
+        })
+        .collect()
+}

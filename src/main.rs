@@ -1,0 +1,74 @@
+//! Entry point: settings, config, then either `--check`, or run (optionally `--demo`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use beat_gateway::router::RouteTable;
+use beat_gateway::settings::{Cli, Settings};
+use beat_gateway::{config, demo, logging, server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::resolve(cli.services.clone(), |k| std::env::var(k).ok()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    logging::init(settings.log_format);
+
+    // In demo mode without --services, the shipped routes are used as compiled in, so the
+    // demo works from any directory.
+    let file = settings.services_path.display().to_string();
+    let loaded =
+        if cli.demo && cli.services.is_none() && std::env::var_os("SERVICES_CONFIG").is_none() {
+            config::parse("config/services.json (built in)", config::SHIPPED)
+        } else {
+            config::load(&settings.services_path)
+        };
+    let services = match loaded {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+
+    if cli.check {
+        println!("{file}: {} routes OK", services.len());
+        for line in config::summary(&services) {
+            println!("  {line}");
+        }
+        return ExitCode::SUCCESS;
+    }
+
+    let services = if cli.demo {
+        if cli.pingora.daemon {
+            return fail(
+                "--demo cannot run as a daemon (-d): its echo services would not survive the fork",
+            );
+        }
+        match demo::start(services) {
+            Ok(s) => s,
+            Err(e) => return fail(format!("demo: cannot start the echo services: {e}")),
+        }
+    } else {
+        services
+    };
+
+    for line in config::summary(&services) {
+        log::info!("route {line}");
+    }
+    log::info!("listening on {}", settings.listen_addr());
+    if cli.demo {
+        log::info!(
+            "demo: try `curl -i http://127.0.0.1:{}/auth/health`",
+            settings.port
+        );
+    }
+    match server::build(&settings, cli.pingora, RouteTable::new(services)) {
+        Ok(server) => server.run_forever(),
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("beat-gateway: {e}");
+    ExitCode::from(2)
+}

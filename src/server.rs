@@ -1,0 +1,55 @@
+//! Assemble the Pingora server: its configuration (Pingora's `-c` file if given, with our
+//! settings on top), the proxy service on the listen address, and run it.
+
+use pingora_core::server::Server;
+use pingora_core::server::configuration::{Opt, ServerConf};
+
+use crate::proxy::Gateway;
+use crate::router::RouteTable;
+use crate::settings::Settings;
+
+/// Runtime shutdown after the grace period: in-flight work still running then is cut.
+const SHUTDOWN_TIMEOUT_SECONDS: u64 = 2;
+
+/// Build the server; the caller runs it. Errors are about Pingora's own config file.
+pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::Result<Server> {
+    let mut conf = match opt.conf.take() {
+        Some(path) => {
+            let mut with_path = Opt {
+                conf: Some(path.clone()),
+                ..Default::default()
+            };
+            with_path.daemon = opt.daemon;
+            with_path.upgrade = opt.upgrade;
+            with_path.test = opt.test;
+            ServerConf::load_yaml_with_opt_override(&with_path)
+                .map_err(|e| anyhow::anyhow!("{path}: {e}"))?
+        }
+        None => {
+            let mut conf = ServerConf::new_with_opt_override(&opt)
+                .ok_or_else(|| anyhow::anyhow!("cannot build Pingora's default configuration"))?;
+            conf.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            conf.grace_period_seconds = Some(settings.grace_seconds);
+            conf.graceful_shutdown_timeout_seconds = Some(SHUTDOWN_TIMEOUT_SECONDS);
+            conf
+        }
+    };
+    if let Some(threads) = settings.threads {
+        conf.threads = threads;
+    }
+    conf.grace_period_seconds
+        .get_or_insert(settings.grace_seconds);
+    conf.graceful_shutdown_timeout_seconds
+        .get_or_insert(SHUTDOWN_TIMEOUT_SECONDS);
+
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(routes),
+        "beat-gateway",
+    );
+    proxy.add_tcp(&settings.listen_addr());
+    server.add_service(proxy);
+    Ok(server)
+}

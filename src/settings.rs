@@ -1,0 +1,206 @@
+//! Everything the process is told from outside, in one place with its defaults: the
+//! command line (ours plus Pingora's `-c -d -u -t`) and the environment.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use pingora_core::server::configuration::Opt;
+
+pub const DEFAULT_SERVICES: &str = "config/services.json";
+pub const DEFAULT_HOST: &str = "0.0.0.0";
+pub const DEFAULT_PORT: u16 = 9000;
+/// Seconds Pingora keeps serving in-flight requests after SIGTERM. Pingora's own default is
+/// 300 s, far longer than any orchestrator waits before SIGKILL.
+pub const DEFAULT_GRACE_SECONDS: u64 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "beat-gateway",
+    version,
+    about = "API gateway of the Beat EcoProve backend"
+)]
+pub struct Cli {
+    /// Routes file (default: $SERVICES_CONFIG, else config/services.json)
+    #[arg(long, value_name = "PATH")]
+    pub services: Option<PathBuf>,
+
+    /// Validate the routes file, print the routes, and exit
+    #[arg(long)]
+    pub check: bool,
+
+    /// Start small echo services on loopback standing in for auth, core and messaging, and
+    /// route to them: a working gateway with nothing else installed
+    #[arg(long)]
+    pub demo: bool,
+
+    #[command(flatten)]
+    pub pingora: Opt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub services_path: PathBuf,
+    pub host: IpAddr,
+    pub port: u16,
+    /// `None`: Pingora's config file (`-c`) decides, else the number of CPUs.
+    pub threads: Option<usize>,
+    pub grace_seconds: u64,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {var}={value:?}: {expected}")]
+pub struct SettingsError {
+    var: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+impl Settings {
+    /// `env` looks a variable up (`std::env::var` in production, a map in tests).
+    pub fn resolve(
+        services: Option<PathBuf>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SettingsError> {
+        let get = |var: &'static str| env(var).filter(|v| !v.trim().is_empty()).map(|v| (var, v));
+        let bad = |(var, value): (&'static str, String), expected| SettingsError {
+            var,
+            value,
+            expected,
+        };
+
+        let services_path = services
+            .or_else(|| get("SERVICES_CONFIG").map(|(_, v)| PathBuf::from(v)))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SERVICES));
+        let host = match get("PROXY_HOST") {
+            None => DEFAULT_HOST.parse().expect("default host is an IP"),
+            Some((_, v)) if v == "localhost" => IpAddr::from([127, 0, 0, 1]),
+            Some(kv) => {
+                kv.1.trim()
+                    .parse()
+                    .map_err(|_| bad(kv, "an IP address to listen on, e.g. 0.0.0.0 or ::"))?
+            }
+        };
+        let port = match get("PROXY_PORT") {
+            None => DEFAULT_PORT,
+            Some(kv) => match kv.1.trim().parse::<u16>() {
+                Ok(p) if p != 0 => p,
+                _ => return Err(bad(kv, "a TCP port from 1 to 65535")),
+            },
+        };
+        let threads = match get("PROXY_THREADS") {
+            None => None,
+            Some(kv) => match kv.1.trim().parse::<usize>() {
+                Ok(n) if (1..=1024).contains(&n) => Some(n),
+                _ => return Err(bad(kv, "a number of worker threads from 1 to 1024")),
+            },
+        };
+        let grace_seconds = match get("PROXY_GRACE_SECONDS") {
+            None => DEFAULT_GRACE_SECONDS,
+            Some(kv) => {
+                kv.1.trim()
+                    .parse::<u64>()
+                    .map_err(|_| bad(kv, "a number of seconds"))?
+            }
+        };
+        let log_format = match get("LOG_FORMAT") {
+            None => LogFormat::Text,
+            Some((_, v)) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
+            Some((_, v)) if v.eq_ignore_ascii_case("text") => LogFormat::Text,
+            Some(kv) => return Err(bad(kv, "either text or json")),
+        };
+        Ok(Settings {
+            services_path,
+            host,
+            port,
+            threads,
+            grace_seconds,
+            log_format,
+        })
+    }
+
+    /// The listen address as Pingora wants it (`[::]:9000` for IPv6).
+    pub fn listen_addr(&self) -> String {
+        std::net::SocketAddr::new(self.host, self.port).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::resolve(None, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = with(&[]).unwrap();
+        assert_eq!(s.services_path, PathBuf::from("config/services.json"));
+        assert_eq!(s.listen_addr(), "0.0.0.0:9000");
+        assert_eq!(s.threads, None);
+        assert_eq!(s.grace_seconds, DEFAULT_GRACE_SECONDS);
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn env_overrides_and_cli_wins_for_services() {
+        let s = with(&[
+            ("SERVICES_CONFIG", "/etc/gw.json"),
+            ("PROXY_HOST", "::"),
+            ("PROXY_PORT", "8080"),
+            ("PROXY_THREADS", "1"),
+            ("LOG_FORMAT", "JSON"),
+        ])
+        .unwrap();
+        assert_eq!(s.services_path, PathBuf::from("/etc/gw.json"));
+        assert_eq!(s.listen_addr(), "[::]:8080");
+        assert_eq!(s.threads, Some(1));
+        assert_eq!(s.log_format, LogFormat::Json);
+        let s = Settings::resolve(Some("x.json".into()), |_| {
+            Some("/etc/gw.json".into()).filter(|_| false)
+        })
+        .unwrap();
+        assert_eq!(s.services_path, PathBuf::from("x.json"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = with(&[("PROXY_PORT", "70000")]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "environment variable PROXY_PORT=\"70000\": a TCP port from 1 to 65535"
+        );
+        assert!(with(&[("PROXY_PORT", "0")]).is_err());
+        assert!(
+            with(&[("PROXY_HOST", "example.com")])
+                .unwrap_err()
+                .to_string()
+                .contains("PROXY_HOST")
+        );
+        assert!(
+            with(&[("PROXY_THREADS", "0")])
+                .unwrap_err()
+                .to_string()
+                .contains("PROXY_THREADS")
+        );
+        assert!(
+            with(&[("LOG_FORMAT", "xml")])
+                .unwrap_err()
+                .to_string()
+                .contains("LOG_FORMAT")
+        );
+    }
+}
