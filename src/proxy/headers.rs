@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{HOST, HeaderName, HeaderValue};
+use http::header::{CONNECTION, HOST, HeaderName, HeaderValue};
 use pingora_core::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -14,6 +14,8 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FRAME_OPTIONS: HeaderName = HeaderName::from_static("x-frame-options");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
 
 static HTTP: HeaderValue = HeaderValue::from_static("http");
@@ -69,6 +71,33 @@ pub fn to_client(resp: &mut ResponseHeader, request_id: &HeaderValue) -> Result<
     resp.insert_header(X_FRAME_OPTIONS.clone(), DENY.clone())?;
     resp.insert_header(X_CONTENT_TYPE_OPTIONS.clone(), NOSNIFF.clone())?;
     Ok(())
+}
+
+/// Drop the upstream's hop-by-hop headers from a response: `Keep-Alive`,
+/// `Proxy-Connection`, and every header its `Connection` names. (Pingora does this for
+/// requests, and writes its own `Connection` to the client.) A `101 Switching Protocols`
+/// keeps its `Connection`/`Upgrade`: the client needs them to complete the handshake.
+pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
+    resp.remove_header(&KEEP_ALIVE);
+    resp.remove_header(&PROXY_CONNECTION);
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    let Some(connection) = resp.headers.get(CONNECTION) else {
+        return;
+    };
+    let nominated: Vec<HeaderName> = connection
+        .to_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in &nominated {
+        resp.remove_header(name);
+    }
+    resp.remove_header(&CONNECTION);
 }
 
 #[cfg(test)]
@@ -131,5 +160,27 @@ mod tests {
         assert_eq!(resp.headers["x-frame-options"], "DENY");
         assert_eq!(resp.headers["x-content-type-options"], "nosniff");
         assert_eq!(resp.headers["x-request-id"], "id-3");
+    }
+
+    #[test]
+    fn strips_connection_nominated_response_headers() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("Connection", "X-Private, keep-alive")
+            .unwrap();
+        resp.append_header("X-Private", "1").unwrap();
+        resp.append_header("Keep-Alive", "timeout=5").unwrap();
+        resp.append_header("X-Kept", "1").unwrap();
+        strip_hop_by_hop(&mut resp);
+        assert!(resp.headers.get("x-private").is_none());
+        assert!(resp.headers.get("keep-alive").is_none());
+        assert!(resp.headers.get("connection").is_none());
+        assert_eq!(resp.headers["x-kept"], "1");
+
+        let mut upgrade = ResponseHeader::build(101, None).unwrap();
+        upgrade.append_header("Connection", "Upgrade").unwrap();
+        upgrade.append_header("Upgrade", "websocket").unwrap();
+        strip_hop_by_hop(&mut upgrade);
+        assert_eq!(upgrade.headers["connection"], "Upgrade");
+        assert_eq!(upgrade.headers["upgrade"], "websocket");
     }
 }

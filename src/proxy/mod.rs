@@ -77,7 +77,8 @@ impl ProxyHttp for Gateway {
                 )
                 .await;
         }
-        let uri = &session.req_header().uri;
+        let req = session.req_header();
+        let uri = &req.uri;
         if let Err(e) = check_path(uri.path()) {
             return self.reject(session, ctx, 400, e.message()).await;
         }
@@ -89,8 +90,9 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(route.index);
 
         let path = route.upstream_path(uri.path());
-        // Only origin-form is sent upstream; the query goes byte for byte as received.
-        if path != uri.path() || uri.scheme().is_some() || uri.authority().is_some() {
+        // Only origin-form is sent upstream (an absolute-form target is rewritten); the
+        // query goes byte for byte as received.
+        if path != uri.path() || !req.raw_path().starts_with(b"/") {
             let mut target = path.into_owned();
             if let Some(q) = uri.query() {
                 target.push('?');
@@ -158,6 +160,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        headers::strip_hop_by_hop(upstream_response);
         headers::to_client(upstream_response, &ctx.request_id)
     }
 

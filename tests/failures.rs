@@ -1,0 +1,247 @@
+//! Upstream failures, refused requests, bad config and shutdown: clear answers, no hangs.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{BIN, Gateway, client, config, free_port, json, upstream};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_upstream_is_a_quick_json_502() {
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let gw = Gateway::start(&config(&[(
+        "core-service",
+        "/core",
+        dead,
+        r#""strip_prefix": true"#,
+    )]));
+    let started = Instant::now();
+    let resp = client()
+        .get(gw.url("/core/x"))
+        .header("x-request-id", "fail-1")
+        .send()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["x-request-id"], "fail-1");
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body = json(resp).await;
+    assert_eq!(body["status"], 502);
+    assert_eq!(body["request_id"], "fail-1");
+    // Generous: a refused connect on loopback is immediate; this only rules out waiting
+    // for the connect timeout (3 s).
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    let log = gw.wait_for_log("request_id=fail-1");
+    let line = log
+        .lines()
+        .find(|l| l.contains("request_id=fail-1"))
+        .expect("access line");
+    assert!(
+        line.contains("status=502") && line.contains("route=core-service"),
+        "{line}"
+    );
+    assert!(line.contains(&format!("upstream={dead}")), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_timeout_is_a_json_504() {
+    let up = upstream::http("slow").await;
+    let gw = Gateway::start(&config(&[(
+        "core-service",
+        "/core",
+        up.addr,
+        r#""strip_prefix": true, "read_timeout_ms": 300"#,
+    )]));
+    let resp = client()
+        .get(gw.url("/core/slow/5000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = json(resp).await;
+    assert_eq!(body["request_id"], id.as_str());
+    assert_eq!(body["error"], "upstream timed out");
+    // Below the timeout the same route answers.
+    let resp = client().get(gw.url("/core/slow/50")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unresolvable_host_is_a_502_and_a_log_line() {
+    let json_config = r#"{"services": [{"name": "ghost", "host": "no-such-service.invalid",
+        "port": 3000, "prefix": "/ghost", "strip_prefix": true}]}"#;
+    let gw = Gateway::start(json_config);
+    for _ in 0..2 {
+        let resp = client().get(gw.url("/ghost/x")).send().await.unwrap();
+        assert_eq!(resp.status(), 502);
+        assert_eq!(json(resp).await["error"], "upstream unavailable");
+    }
+    let log = gw.wait_for_log("cannot resolve");
+    assert!(
+        log.contains("cannot resolve 'no-such-service.invalid:3000'"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smuggling_shapes_are_refused_and_never_reach_upstream() {
+    let (raw, mut seen) = upstream::raw(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let gw = Gateway::start(&config(&[(
+        "core-service",
+        "/core",
+        raw.addr,
+        r#""strip_prefix": true"#,
+    )]));
+    let shapes: [&[u8]; 5] = [
+        b"POST /core/x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /core/smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /core/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\ncontent-length: 0\r\n\r\n0\r\n\r\n",
+        b"POST /core/x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        b"POST /core/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabcd",
+        b"POST /core/x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ];
+    for shape in shapes {
+        let resp = support::raw_request(gw.addr(), shape);
+        assert!(
+            resp.starts_with("HTTP/1.1 400"),
+            "{}\n=> {resp}",
+            String::from_utf8_lossy(shape)
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        seen.try_recv().is_err(),
+        "a smuggling request reached the upstream"
+    );
+
+    // The same route takes a well-formed request.
+    let resp = support::raw_request(
+        gw.addr(),
+        b"GET /core/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+#[test]
+fn bad_config_is_refused_with_file_service_and_field() {
+    let path = support::write_config(
+        r#"{"services": [{"name": "core-service", "host": "core", "port": 70000, "prefix": "/core"}]}"#,
+    );
+    for extra in [&["--check"][..], &[]] {
+        let out = std::process::Command::new(BIN)
+            .arg("--services")
+            .arg(&path)
+            .args(extra)
+            .env("PROXY_PORT", free_port().to_string())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} accepted a bad config");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "{}: service 'core-service', field 'port': 70000 is not a TCP port",
+                path.display()
+            )),
+            "{err}"
+        );
+    }
+
+    let path = support::write_config("{\"services\": [\n  {\"name\": \"a\",\n  ]\n}");
+    let out = std::process::Command::new(BIN)
+        .arg("--check")
+        .arg("--services")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid JSON at line 3"), "{err}");
+
+    let out = std::process::Command::new(BIN)
+        .args(["--check", "--services", "/nonexistent/services.json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/services.json: cannot read")
+    );
+}
+
+#[test]
+fn check_accepts_the_shipped_config_and_lists_routes() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--check",
+            "--services",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/services.json"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("4 routes OK"), "{text}");
+    for route in [
+        "auth-service",
+        "core-service",
+        "messaging-service",
+        "websocket",
+    ] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(route)),
+            "{route} missing:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn bad_environment_is_refused() {
+    let out = std::process::Command::new(BIN)
+        .args(["--check"])
+        .env("PROXY_PORT", "99999")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PROXY_PORT"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let up = upstream::http("slow").await;
+    let mut gw = Gateway::start(&config(&[(
+        "core-service",
+        "/core",
+        up.addr,
+        r#""strip_prefix": true"#,
+    )]));
+    let url = gw.url("/core/slow/600");
+    let in_flight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    gw.signal("TERM");
+    let status = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completed");
+    assert_eq!(status, 200);
+    let exit = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("gateway exited after SIGTERM");
+    assert!(exit.success() || exit.code().is_some(), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_exits_at_once() {
+    let up = upstream::http("x").await;
+    let mut gw = Gateway::start(&config(&[("core-service", "/core", up.addr, "")]));
+    gw.signal("INT");
+    assert!(
+        gw.wait_exit(Duration::from_secs(5)).is_some(),
+        "still running after SIGINT"
+    );
+}

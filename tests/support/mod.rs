@@ -1,0 +1,249 @@
+//! Test support: the real gateway binary on an ephemeral loopback port, and real upstream
+//! servers (HTTP, WebSocket, raw TCP) on loopback.
+#![allow(dead_code)] // each test file uses a different part of this
+
+pub mod upstream;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_beat-gateway");
+
+/// A running gateway process; killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub port: u16,
+    log_path: PathBuf,
+}
+
+/// A fresh path under Cargo's per-target temp dir.
+pub fn temp_path(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{n}-{name}", std::process::id()))
+}
+
+pub fn write_config(json: &str) -> PathBuf {
+    let path = temp_path("services.json");
+    std::fs::write(&path, json).expect("write test config");
+    path
+}
+
+/// A loopback port that nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("ephemeral port")
+        .port()
+}
+
+/// A services.json with one route per `(name, prefix, upstream, extra fields)`.
+pub fn config(routes: &[(&str, &str, SocketAddr, &str)]) -> String {
+    let services: Vec<String> = routes
+        .iter()
+        .map(|(name, prefix, addr, extra)| {
+            let extra = if extra.is_empty() {
+                String::new()
+            } else {
+                format!(", {extra}")
+            };
+            format!(
+                r#"{{"name": "{name}", "host": "{}", "port": {}, "prefix": "{prefix}"{extra}}}"#,
+                addr.ip(),
+                addr.port()
+            )
+        })
+        .collect();
+    format!(r#"{{"services": [{}]}}"#, services.join(",\n"))
+}
+
+impl Gateway {
+    pub fn start(config_json: &str) -> Gateway {
+        Self::start_with(config_json, &[])
+    }
+
+    pub fn start_with(config_json: &str, env: &[(&str, &str)]) -> Gateway {
+        let config = write_config(config_json);
+        Self::spawn(
+            &["--services", config.to_str().expect("utf-8 temp path")],
+            env,
+        )
+    }
+
+    /// Start the binary with `args`, wait until it accepts connections.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        for _ in 0..5 {
+            let port = free_port();
+            let log_path = temp_path("gateway.log");
+            let log = std::fs::File::create(&log_path).expect("log file");
+            let mut cmd = Command::new(BIN);
+            cmd.current_dir(env!("CARGO_TARGET_TMPDIR"))
+                .args(args)
+                .env("PROXY_HOST", "127.0.0.1")
+                .env("PROXY_PORT", port.to_string())
+                .env("PROXY_THREADS", "2")
+                .env("PROXY_GRACE_SECONDS", "1")
+                .env("RUST_LOG", "info")
+                .env_remove("SERVICES_CONFIG")
+                .env_remove("LOG_FORMAT")
+                .stdout(Stdio::null())
+                .stderr(log);
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let child = cmd.spawn().expect("spawn beat-gateway");
+            let mut gw = Gateway {
+                child,
+                port,
+                log_path,
+            };
+            if gw.wait_ready() {
+                return gw;
+            }
+            // The port was taken between probe and bind: try another.
+            if !gw.log().contains("Address already in use") {
+                panic!("gateway did not start; log:\n{}", gw.log());
+            }
+        }
+        panic!("gateway could not find a free port");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Wait (bounded) until the log contains `needle`; the access line is written just
+    /// after the response, so a test may read the log a moment before it lands.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Peak resident memory of the process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Wait (bounded) for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Send raw bytes on a fresh connection and read until the server closes or goes quiet.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                // One complete response is enough.
+                if response_complete(&out) {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn response_complete(buf: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(buf);
+    let Some(head_end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let head = text[..head_end].to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match len {
+        Some(len) => buf.len() >= head_end + 4 + len,
+        None => text.ends_with("0\r\n\r\n"),
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("reqwest client")
+}
+
+/// The gateway's JSON error body.
+pub async fn json(resp: reqwest::Response) -> serde_json::Value {
+    let text = resp.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

@@ -1,0 +1,72 @@
+//! WebSocket upgrades through `/socket`, Phoenix style: frames intact both ways, and a quiet
+//! but open socket is not cut by the route's read timeout.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use support::{Gateway, config, upstream};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_echo_through_socket_route() {
+    let up = upstream::http("messaging").await;
+    let gw = Gateway::start(&config(&[(
+        "websocket",
+        "/socket",
+        up.addr,
+        r#""strip_prefix": false"#,
+    )]));
+    let url = format!(
+        "ws://127.0.0.1:{}/socket/websocket?token=abc&vsn=2.0.0",
+        gw.port
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("upgrade");
+    assert_eq!(resp.status(), 101);
+    assert!(resp.headers().contains_key("x-request-id"));
+
+    let join = r#"["1","1","room:lobby","phx_join",{}]"#;
+    ws.send(Message::text(join)).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(join));
+
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(blob.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(blob));
+
+    for i in 0..50 {
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+    }
+    for i in 0..50 {
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("m{i}"))
+        );
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quiet_websocket_outlives_the_read_timeout() {
+    let up = upstream::http("messaging").await;
+    let gw = Gateway::start(&config(&[(
+        "websocket",
+        "/socket",
+        up.addr,
+        r#""strip_prefix": false, "read_timeout_ms": 300"#,
+    )]));
+    let url = format!("ws://127.0.0.1:{}/socket/websocket?vsn=2.0.0", gw.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("upgrade");
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+    tokio::time::sleep(Duration::from_millis(1500)).await; // 5x the read timeout
+    ws.send(Message::text("after")).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("reply in time");
+    assert_eq!(reply.unwrap().unwrap(), Message::text("after"));
+}
