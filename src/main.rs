@@ -52,7 +52,12 @@ fn main() -> ExitCode {
         services
     };
 
-    for line in config::summary(&services) {
+    let summary = config::summary(&services);
+    let server = match server::build(&settings, cli.pingora, RouteTable::new(services)) {
+        Ok(server) => server,
+        Err(e) => return fail(e),
+    };
+    for line in summary {
         log::info!("route {line}");
     }
     log::info!("listening on {}", settings.listen_addr());
@@ -62,10 +67,7 @@ fn main() -> ExitCode {
             settings.port
         );
     }
-    match server::build(&settings, cli.pingora, RouteTable::new(services)) {
-        Ok(server) => server.run_forever(),
-        Err(e) => fail(e),
-    }
+    server.run_forever()
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {

@@ -11,7 +11,8 @@ use crate::settings::Settings;
 /// Runtime shutdown after the grace period: in-flight work still running then is cut.
 const SHUTDOWN_TIMEOUT_SECONDS: u64 = 2;
 
-/// Build the server; the caller runs it. Errors are about Pingora's own config file.
+/// Build the server; the caller runs it. Errors: Pingora's own config file, or the listen
+/// address is unavailable.
 pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::Result<Server> {
     let mut conf = match opt.conf.take() {
         Some(path) => {
@@ -41,6 +42,15 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
         .get_or_insert(settings.grace_seconds);
     conf.graceful_shutdown_timeout_seconds
         .get_or_insert(SHUTDOWN_TIMEOUT_SECONDS);
+
+    // Pingora binds inside its service thread and, when the port is taken, logs and keeps
+    // the process alive without a listener. Find out first and refuse to start instead.
+    // (On a graceful upgrade, -u, the old process hands its socket over: skip the probe.)
+    if !opt.upgrade {
+        let addr = settings.listen_addr();
+        std::net::TcpListener::bind(&addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    }
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();

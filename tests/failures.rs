@@ -245,3 +245,37 @@ async fn sigint_exits_at_once() {
         "still running after SIGINT"
     );
 }
+
+#[test]
+fn port_in_use_is_refused_not_hung() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "--services",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/services.json"),
+        ])
+        .env("PROXY_HOST", "127.0.0.1")
+        .env("PROXY_PORT", port.to_string())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the gateway kept running without its listener");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}

@@ -16,8 +16,11 @@ use arc_swap::ArcSwapOption;
 const REFRESH_AFTER: Duration = Duration::from_secs(10);
 /// A lookup that takes longer fails the request (502) instead of holding it.
 const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
+/// After a failed first lookup, requests fail fast for this long instead of each asking the
+/// resolver again (a name that does not exist must not turn a burst into a lookup storm).
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(1);
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ResolveError {
     #[error("cannot resolve '{target}': {reason}")]
     Failed { target: String, reason: String },
@@ -40,6 +43,8 @@ struct Inner {
     /// Set when the host is an IP literal: no lookup ever happens.
     fixed: Option<SocketAddr>,
     answer: ArcSwapOption<Answer>,
+    /// The last failed lookup while there is no answer at all.
+    failure: ArcSwapOption<(ResolveError, Instant)>,
     refreshing: AtomicBool,
     next: AtomicUsize,
 }
@@ -59,6 +64,7 @@ impl Resolver {
                 target,
                 fixed,
                 answer: ArcSwapOption::empty(),
+                failure: ArcSwapOption::empty(),
                 refreshing: AtomicBool::new(false),
                 next: AtomicUsize::new(0),
             }),
@@ -79,10 +85,25 @@ impl Resolver {
             }
             return Ok(self.inner.pick(&answer.addrs));
         }
-        let answer = self.inner.lookup().await?;
-        let addr = self.inner.pick(&answer.addrs);
-        self.inner.answer.store(Some(answer));
-        Ok(addr)
+        if let Some(failure) = self.inner.failure.load_full()
+            && failure.1.elapsed() < RETRY_FAILED_AFTER
+        {
+            return Err(failure.0.clone());
+        }
+        match self.inner.lookup().await {
+            Ok(answer) => {
+                let addr = self.inner.pick(&answer.addrs);
+                self.inner.answer.store(Some(answer));
+                self.inner.failure.store(None);
+                Ok(addr)
+            }
+            Err(e) => {
+                self.inner
+                    .failure
+                    .store(Some(Arc::new((e.clone(), Instant::now()))));
+                Err(e)
+            }
+        }
     }
 
     /// Start a background lookup unless one is already running.
