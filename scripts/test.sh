@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every test: unit tests beside the code, and integration tests that start the real
-# gateway binary against real upstream servers on 127.0.0.1.
+# gateway binary against real upstream servers on 127.0.0.1, and checks of the platform
+# files with real tools (docker-compose config, PostgreSQL, just).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --test
 exec cargo test --all-targets "$@"
