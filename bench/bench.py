@@ -1,0 +1,502 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: beat-gateway against nginx and haproxy doing the same job.
+
+Everything runs on loopback. One upstream nginx (1 worker) serves a 1 KiB JSON body and a
+10 MiB file; a small echo server (bench/src/echo_upstream.rs) plays the WebSocket echo and
+the upload sink. In front of them, each doing the gateway's job (strip the /core prefix, add
+X-Request-ID upstream, add the two security headers, keep upstream connections alive):
+
+  direct        wrk straight to the upstream (the ceiling)
+  nginx         1 worker
+  haproxy       1 thread
+  gateway       beat-gateway, 1 worker thread, access log on (to a file, as in production)
+  gateway-nolog the same with the access log off
+  pingora-bare  a bare Pingora proxy that only forwards (bench/src/bare_proxy.rs): the cost
+                of the gateway's features is measured against it
+
+Rounds are interleaved (every target once per round, in rotating order) so that machine
+noise hits all alike. Medians over rounds are reported, with each proxy's ratio to nginx.
+
+Usage: bench/run.sh [--quick] (installs what is missing, builds, then runs this).
+"""
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TARGET = ROOT / "target" / "release"
+BODY_1K = json.dumps({"status": "ok", "data": "x" * 990})[:1024]
+BIG = 10 * 1024 * 1024
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError):
+            pass
+    return total / TICKS
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def children(pid):
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+    except OSError:
+        return []
+
+
+class Proc:
+    """A server process group; `pids` are the processes whose CPU and memory count."""
+
+    def __init__(self, name, cmd, port, env=None, stderr=None, worker_children=False):
+        self.name, self.port = name, port
+        self.proc = subprocess.Popen(
+            cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+            stderr=stderr or subprocess.DEVNULL, start_new_session=True)
+        wait_port(port)
+        time.sleep(0.2)
+        self.pids = [self.proc.pid] + (children(self.proc.pid) if worker_children else [])
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def nginx_conf(work, port, body):
+    return f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx-{port}.pid;
+error_log {work}/nginx-{port}.err warn;
+worker_rlimit_nofile {resource.getrlimit(resource.RLIMIT_NOFILE)[1]};
+events {{ worker_connections 30000; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/body-{port};
+  proxy_temp_path {work}/proxy-{port};
+  fastcgi_temp_path {work}/fcgi-{port};
+  uwsgi_temp_path {work}/uwsgi-{port};
+  scgi_temp_path {work}/scgi-{port};
+  keepalive_requests 100000;
+  {body}
+}}
+"""
+
+
+def upstream_nginx(work, port):
+    (work / "www").mkdir(exist_ok=True)
+    (work / "www" / "big.bin").write_bytes(os.urandom(BIG))
+    conf = nginx_conf(work, port, f"""
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    root {work}/www;
+    client_max_body_size 0;
+    location /big.bin {{ }}
+    location / {{ default_type application/json; return 200 '{BODY_1K}'; }}
+  }}""")
+    path = work / f"nginx-{port}.conf"
+    path.write_text(conf)
+    return Proc("upstream", ["nginx", "-c", str(path), "-e", str(work / "nginx-early.err")], port,
+                worker_children=True)
+
+
+def nginx_proxy(work, port, up, echo):
+    conf = nginx_conf(work, port, f"""
+  upstream up {{ server 127.0.0.1:{up}; keepalive 128; }}
+  upstream echo {{ server 127.0.0.1:{echo}; keepalive 32; }}
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    client_max_body_size 0;
+    proxy_request_buffering off;
+    proxy_buffering off;
+    add_header X-Frame-Options DENY always;
+    add_header X-Content-Type-Options nosniff always;
+    proxy_http_version 1.1;
+    proxy_set_header X-Request-ID $request_id;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    location /core/ {{ proxy_pass http://up/; proxy_set_header Connection ""; }}
+    location /up/ {{ proxy_pass http://echo/; proxy_set_header Connection ""; }}
+    location /socket/ {{
+      proxy_pass http://echo;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_read_timeout 1h;
+    }}
+  }}""")
+    path = work / f"nginx-{port}.conf"
+    path.write_text(conf)
+    return Proc("nginx", ["nginx", "-c", str(path), "-e", str(work / "nginx-early.err")], port,
+                worker_children=True)
+
+
+def haproxy(work, port, up, echo):
+    conf = f"""
+global
+  nbthread 1
+  maxconn 12000
+  no strict-limits
+defaults
+  mode http
+  timeout connect 3s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 1h
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port}
+  http-request set-header X-Request-ID %[uuid()]
+  http-request set-header X-Forwarded-For %[src]
+  http-response set-header X-Frame-Options DENY
+  http-response set-header X-Content-Type-Options nosniff
+  use_backend be_up if {{ path_beg /core/ }}
+  use_backend be_echo_strip if {{ path_beg /up/ }}
+  default_backend be_echo
+backend be_up
+  http-request replace-path /core(/.*) \\1
+  server s1 127.0.0.1:{up}
+backend be_echo_strip
+  http-request replace-path /up(/.*) \\1
+  server s1 127.0.0.1:{echo}
+backend be_echo
+  server s1 127.0.0.1:{echo}
+"""
+    path = work / "haproxy.cfg"
+    path.write_text(conf)
+    return Proc("haproxy", ["haproxy", "-f", str(path), "-db"], port, stderr=open(work / "haproxy.err", "w"))
+
+
+def gateway(work, name, port, up, echo, log):
+    services = {"services": [
+        {"name": "core-service", "host": "127.0.0.1", "port": up, "prefix": "/core", "strip_prefix": True},
+        {"name": "upload", "host": "127.0.0.1", "port": echo, "prefix": "/up", "strip_prefix": True},
+        {"name": "websocket", "host": "127.0.0.1", "port": echo, "prefix": "/socket"},
+    ]}
+    path = work / "services.json"
+    path.write_text(json.dumps(services))
+    env = {"PROXY_HOST": "127.0.0.1", "PROXY_PORT": str(port), "PROXY_THREADS": "1",
+           "RUST_LOG": "info" if log else "warn", "PROXY_GRACE_SECONDS": "0"}
+    stderr = open(work / f"{name}.log", "w")
+    return Proc(name, [str(TARGET / "beat-gateway"), "--services", str(path)], port, env, stderr)
+
+
+def bare(port, up):
+    return Proc("pingora-bare", [str(TARGET / "examples" / "bare_proxy"), str(port), str(up)], port)
+
+
+def parse_wrk(text):
+    def seconds(v):
+        m = re.match(r"([\d.]+)(us|ms|s|m)", v)
+        n, unit = float(m.group(1)), m.group(2)
+        return n * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    total = int(re.search(r"(\d+) requests in", text).group(1))
+    p50 = seconds(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+    p99 = seconds(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    socket_errors = re.search(r"Socket errors: (.*)", text)
+    return {"rps": rps, "requests": total, "p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3,
+            "non2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": socket_errors.group(1) if socket_errors else ""}
+
+
+def run_wrk(url, conns, seconds, threads):
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out)
+
+
+async def ws_round_trips(port, count):
+    import websockets  # installed by bench/run.sh
+    async with websockets.connect(f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0",
+                                  max_size=None, compression=None) as ws:
+        msg = '["1","1","room:lobby","ping",{"body":"' + "x" * 100 + '"}]'
+        for _ in range(100):
+            await ws.send(msg)
+            await ws.recv()
+        start = time.perf_counter()
+        for _ in range(count):
+            await ws.send(msg)
+            assert await ws.recv() == msg
+        return count / (time.perf_counter() - start)
+
+
+def transfer(url, upload=None):
+    cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total} %{size_download}", url]
+    if upload:
+        cmd[1:1] = ["-X", "POST", "-H", "Expect:", "--data-binary", f"@{upload}"]
+    code, secs, size = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+    if code != "200" or (not upload and int(size) != BIG):
+        raise RuntimeError(f"{url}: status {code}, {size} bytes")
+    return BIG / float(secs) / 2**20
+
+
+async def idle_connections(port, count):
+    """Open `count` keep-alive connections, one request each, and leave them open."""
+    req = b"GET /core/x HTTP/1.1\r\nHost: bench\r\n\r\n"
+    conns = []
+    sem = asyncio.Semaphore(500)
+
+    async def one():
+        async with sem:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(req)
+            await w.drain()
+            head = await r.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+            await r.readexactly(length)
+            conns.append(w)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return conns
+
+
+def machine():
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    versions = {
+        "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
+        "haproxy": subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+        if subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout else "wrk",
+        "beat-gateway": subprocess.run([str(TARGET / "beat-gateway"), "--version"], capture_output=True,
+                                       text=True).stdout.strip(),
+    }
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": mem, "kernel": platform.release(),
+            "os": Path("/etc/debian_version").read_text().strip() if Path("/etc/debian_version").exists() else "",
+            **versions}
+
+
+def fmt_ratio(v, base):
+    return f"{v / base:.2f}x" if base else "-"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="short runs, for trying the harness")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--conns", default="16,64,256")
+    ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--http-only", action="store_true", help="skip WebSocket, streaming and idle runs")
+    ap.add_argument("--targets", default="", help="comma-separated subset of the proxies (nginx is always in)")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.idle = 1, 2, 2000
+    conns_list = [int(c) for c in args.conns.split(",")]
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < 2 * args.idle + 1000:
+        sys.exit(f"open-file limit {want} is too low for {args.idle} idle connections")
+
+    work = Path(tempfile.mkdtemp(prefix="beat-bench-"))
+    work.chmod(0o755)  # nginx workers run unprivileged when started as root
+    ports = {n: free_port() for n in ["up", "echo", "nginx", "haproxy", "gateway", "gateway-nolog", "pingora-bare"]}
+    procs = {}
+    try:
+        procs["up"] = upstream_nginx(work, ports["up"])
+        procs["echo"] = Proc("echo", [str(TARGET / "examples" / "echo_upstream"), str(ports["echo"])], ports["echo"])
+        procs["nginx"] = nginx_proxy(work, ports["nginx"], ports["up"], ports["echo"])
+        procs["haproxy"] = haproxy(work, ports["haproxy"], ports["up"], ports["echo"])
+        procs["gateway"] = gateway(work, "gateway", ports["gateway"], ports["up"], ports["echo"], True)
+        procs["gateway-nolog"] = gateway(work, "gateway-nolog", ports["gateway-nolog"], ports["up"], ports["echo"], False)
+        procs["pingora-bare"] = bare(ports["pingora-bare"], ports["up"])
+
+        proxies = ["nginx", "haproxy", "gateway", "gateway-nolog", "pingora-bare"]
+        if args.targets:
+            keep = set(args.targets.split(",")) | {"nginx"}
+            proxies = [p for p in proxies if p in keep]
+        targets = ["direct"] + proxies
+        url = {t: f"http://127.0.0.1:{ports[t]}/core/api/items" for t in proxies}
+        url["direct"] = f"http://127.0.0.1:{ports['up']}/api/items"
+
+        # Sanity: every proxy does the job (strips, answers 200 with the security headers).
+        for t in proxies:
+            out = subprocess.run(["curl", "-si", url[t]], capture_output=True, text=True).stdout
+            assert out.startswith("HTTP/1.1 200"), f"{t}: {out[:200]}"
+            if t != "pingora-bare":  # the baseline forwards only
+                assert "x-frame-options: deny" in out.lower(), f"{t} lacks the security header"
+
+        http = {c: {t: [] for t in targets} for c in conns_list}
+        for c in conns_list:
+            for t in targets:  # warm-up
+                run_wrk(url[t], c, 1, 1)
+            for r in range(args.rounds):
+                order = targets[r % len(targets):] + targets[:r % len(targets)]
+                for t in order:
+                    pids = procs["up" if t == "direct" else t].pids
+                    before = cpu_seconds(pids)
+                    res = run_wrk(url[t], c, args.seconds, 1)
+                    res["cpu_per_100k"] = (cpu_seconds(pids) - before) / max(res["requests"], 1) * 1e5
+                    http[c][t].append(res)
+                    print(f"  c={c:<4} {t:<14} {res['rps']:>9.0f} req/s  p99 {res['p99_ms']:.2f} ms", flush=True)
+
+        def med(c, t, key):
+            return statistics.median(r[key] for r in http[c][t])
+
+        if args.http_only:
+            for c in conns_list:
+                print(" | ".join(f"{t} {med(c, t, 'rps'):.0f} ({med(c, t, 'rps') / med(c, 'nginx', 'rps'):.2f}x)"
+                                 for t in targets))
+            return
+
+        ws = {t: [] for t in proxies}
+        down = {t: [] for t in proxies}
+        up = {t: [] for t in proxies}
+        upload_file = work / "upload.bin"
+        upload_file.write_bytes(os.urandom(BIG))
+        for r in range(args.rounds):
+            for t in proxies:
+                if t != "pingora-bare":  # it routes everything to the HTTP upstream
+                    ws[t].append(asyncio.run(ws_round_trips(ports[t], 2000 if args.quick else 10000)))
+                down[t].append(transfer(f"http://127.0.0.1:{ports[t]}/core/big.bin"))
+                up[t].append(transfer(f"http://127.0.0.1:{ports[t]}/up/upload", upload_file))
+            print(f"  round {r + 1}: ws/stream done", flush=True)
+
+        idle_rss = {}
+        for t in proxies:
+            async def hold():
+                conns = await idle_connections(ports[t], args.idle)
+                await asyncio.sleep(1)
+                kib = rss_kib(procs[t].pids)
+                for w in conns:
+                    w.close()
+                return kib
+            idle_rss[t] = asyncio.run(hold())
+            print(f"  {t}: RSS with {args.idle} idle connections: {idle_rss[t] / 1024:.1f} MiB", flush=True)
+
+        log_lines = sum(1 for _ in open(work / "gateway.log"))
+        report(args, conns_list, targets, proxies, med, ws, down, up, idle_rss, log_lines)
+    finally:
+        for p in procs.values():
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args, conns_list, targets, proxies, med, ws, down, up, idle_rss, log_lines):
+    m = machine()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lines = [f"# beat-gateway benchmark, {now:%Y-%m-%d %H:%M} UTC", ""]
+    lines += ["## Machine", ""] + [f"- {k}: {v}" for k, v in m.items()] + [""]
+    lines += [f"Rounds: {args.rounds} x {args.seconds} s per target and concurrency, interleaved; medians. "
+              f"wrk with 1 thread; every proxy with 1 worker; 1 KiB JSON from an nginx upstream (1 worker).", ""]
+    lines += ["## HTTP (1 KiB JSON)", "",
+              "| conns | target | req/s | vs nginx | p50 ms | p99 ms | CPU s / 100k req | vs nginx |",
+              "|---|---|---|---|---|---|---|---|"]
+    for c in conns_list:
+        base_rps, base_cpu = med(c, "nginx", "rps"), med(c, "nginx", "cpu_per_100k")
+        for t in targets:
+            rps, cpu = med(c, t, "rps"), med(c, t, "cpu_per_100k")
+            cpu_cell = "-" if t == "direct" else f"{cpu:.2f}"
+            cpu_ratio = "-" if t == "direct" else fmt_ratio(cpu, base_cpu)
+            lines.append(f"| {c} | {t} | {rps:.0f} | {fmt_ratio(rps, base_rps)} | {med(c, t, 'p50_ms'):.2f} | "
+                         f"{med(c, t, 'p99_ms'):.2f} | {cpu_cell} | {cpu_ratio} |")
+    lines += ["", "CPU for `direct` is the upstream's alone; for proxies it is the proxy's alone.", ""]
+    lines += ["## Feature cost (gateway vs bare Pingora forwarding, same settings)", "",
+              "| conns | gateway (log) | gateway (no log) |", "|---|---|---|"]
+    for c in conns_list:
+        b = med(c, "pingora-bare", "rps")
+        lines.append(f"| {c} | {(1 - med(c, 'gateway', 'rps') / b) * 100:+.1f}% slower | "
+                     f"{(1 - med(c, 'gateway-nolog', 'rps') / b) * 100:+.1f}% slower |")
+    lines += ["", "## WebSocket, streaming, idle connections", "",
+              "| target | WS round trips/s | vs nginx | 10 MiB download MiB/s | 10 MiB upload MiB/s | RSS, "
+              f"{args.idle} idle conns (MiB) | vs nginx |", "|---|---|---|---|---|---|---|"]
+    for t in proxies:
+        ws_cells = (f"{statistics.median(ws[t]):.0f} | {fmt_ratio(statistics.median(ws[t]), statistics.median(ws['nginx']))}"
+                    if ws[t] else "- | -")
+        lines.append(f"| {t} | {ws_cells} | "
+                     f"{statistics.median(down[t]):.0f} | {statistics.median(up[t]):.0f} | {idle_rss[t] / 1024:.1f} | "
+                     f"{fmt_ratio(idle_rss[t], idle_rss['nginx'])} |")
+    lines += ["", f"The logging gateway wrote {log_lines} access lines during the run.", ""]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = f"{now:%Y%m%d-%H%M}"
+    md = "\n".join(lines) + "\n"
+    (RESULTS / f"{stamp}.md").write_text(md)
+    (RESULTS / "latest.md").write_text(md)
+    chart(conns_list, targets, med, RESULTS / f"{stamp}.png")
+    shutil.copy(RESULTS / f"{stamp}.png", RESULTS / "latest.png")
+    print(md)
+    print(f"written: bench/results/{stamp}.md, bench/results/{stamp}.png (and latest.*)")
+
+
+def chart(conns_list, targets, med, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / len(targets)
+    for i, t in enumerate(targets):
+        xs = [j + i * width for j in range(len(conns_list))]
+        a.bar(xs, [med(c, t, "rps") for c in conns_list], width, label=t)
+        b.bar(xs, [med(c, t, "p99_ms") for c in conns_list], width, label=t)
+    for ax, title in ((a, "requests/s (higher is better)"), (b, "p99 latency, ms (lower is better)")):
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(conns_list))])
+        ax.set_xticklabels([f"{c} conns" for c in conns_list])
+        ax.set_title(title)
+    a.legend(fontsize=8)
+    fig.suptitle("beat-gateway vs nginx vs haproxy (1 worker each, loopback, 1 KiB JSON)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
