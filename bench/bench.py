@@ -46,6 +46,17 @@ BIG = 10 * 1024 * 1024
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+# With two or more cores, the proxy under test gets a core of its own and the load
+# generator and the upstreams share another, so that a proxy's throughput is its own
+# efficiency rather than the luck of the scheduler.
+PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+PROXY_CPU, LOAD_CPU = "1", "0"
+
+
+def pinned(cpu, cmd):
+    return ["taskset", "-c", cpu, *cmd] if PIN else cmd
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,10 +108,10 @@ def children(pid):
 class Proc:
     """A server process group; `pids` are the processes whose CPU and memory count."""
 
-    def __init__(self, name, cmd, port, env=None, stderr=None, worker_children=False):
+    def __init__(self, name, cmd, port, env=None, stderr=None, worker_children=False, cpu=PROXY_CPU):
         self.name, self.port = name, port
         self.proc = subprocess.Popen(
-            cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+            pinned(cpu, cmd), env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
             stderr=stderr or subprocess.DEVNULL, start_new_session=True)
         wait_port(port)
         time.sleep(0.2)
@@ -149,7 +160,7 @@ def upstream_nginx(work, port):
     path = work / f"nginx-{port}.conf"
     path.write_text(conf)
     return Proc("upstream", ["nginx", "-c", str(path), "-e", str(work / "nginx-early.err")], port,
-                worker_children=True)
+                worker_children=True, cpu=LOAD_CPU)
 
 
 def nginx_proxy(work, port, up, echo):
@@ -254,7 +265,7 @@ def parse_wrk(text):
 
 
 def run_wrk(url, conns, seconds, threads):
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", url],
+    out = subprocess.run(pinned(LOAD_CPU, ["wrk"]) + [f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
     return parse_wrk(out)
 
@@ -345,7 +356,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, 65536)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    if want < 2 * args.idle + 1000:
+    if want < args.idle + 1000:
         sys.exit(f"open-file limit {want} is too low for {args.idle} idle connections")
 
     work = Path(tempfile.mkdtemp(prefix="beat-bench-"))
@@ -354,7 +365,8 @@ def main():
     procs = {}
     try:
         procs["up"] = upstream_nginx(work, ports["up"])
-        procs["echo"] = Proc("echo", [str(TARGET / "examples" / "echo_upstream"), str(ports["echo"])], ports["echo"])
+        procs["echo"] = Proc("echo", [str(TARGET / "examples" / "echo_upstream"), str(ports["echo"])], ports["echo"],
+                             cpu=LOAD_CPU)
         procs["nginx"] = nginx_proxy(work, ports["nginx"], ports["up"], ports["echo"])
         procs["haproxy"] = haproxy(work, ports["haproxy"], ports["up"], ports["echo"])
         procs["gateway"] = gateway(work, "gateway", ports["gateway"], ports["up"], ports["echo"], True)
@@ -395,8 +407,8 @@ def main():
 
         if args.http_only:
             for c in conns_list:
-                print(" | ".join(f"{t} {med(c, t, 'rps'):.0f} ({med(c, t, 'rps') / med(c, 'nginx', 'rps'):.2f}x)"
-                                 for t in targets))
+                print(" | ".join(f"{t} {med(c, t, 'rps'):.0f} ({med(c, t, 'rps') / med(c, 'nginx', 'rps'):.2f}x, "
+                                 f"{med(c, t, 'cpu_per_100k'):.2f} cpu-s/100k)" for t in targets))
             return
 
         ws = {t: [] for t in proxies}
@@ -438,7 +450,8 @@ def report(args, conns_list, targets, proxies, med, ws, down, up, idle_rss, log_
     lines = [f"# beat-gateway benchmark, {now:%Y-%m-%d %H:%M} UTC", ""]
     lines += ["## Machine", ""] + [f"- {k}: {v}" for k, v in m.items()] + [""]
     lines += [f"Rounds: {args.rounds} x {args.seconds} s per target and concurrency, interleaved; medians. "
-              f"wrk with 1 thread; every proxy with 1 worker; 1 KiB JSON from an nginx upstream (1 worker).", ""]
+              f"wrk with 1 thread; every proxy with 1 worker; 1 KiB JSON from an nginx upstream (1 worker). "
+              + ("Proxies pinned to CPU 1, wrk and upstreams to CPU 0." if PIN else "No CPU pinning (one core)."), ""]
     lines += ["## HTTP (1 KiB JSON)", "",
               "| conns | target | req/s | vs nginx | p50 ms | p99 ms | CPU s / 100k req | vs nginx |",
               "|---|---|---|---|---|---|---|---|"]

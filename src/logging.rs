@@ -1,8 +1,16 @@
 //! Log output: `RUST_LOG` picks the level (default `info`), `LOG_FORMAT` the shape: `text`
 //! for people (`ts LEVEL target: msg key=value ...`) or `json` for log aggregation (one
 //! object per line, structured fields at the top level).
+//!
+//! Lines are written to stderr by a background thread, so a request never waits on the
+//! terminal or the log collector: the request path formats its line and hands it over
+//! through a bounded queue. If stderr cannot keep up and the queue fills, lines are dropped
+//! and counted rather than stalling the proxy, and the count is logged.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use log::kv::{self, VisitSource};
 
@@ -37,6 +45,12 @@ pub fn init(format: LogFormat) {
             writeln!(buf)
         }),
     };
+    // Never colour: lines go to files and collectors, and env_logger would otherwise scan
+    // every line for escape codes to strip.
+    builder.write_style(env_logger::WriteStyle::Never);
+    if let Some(writer) = BackgroundWriter::start() {
+        builder.target(env_logger::Target::Pipe(Box::new(writer)));
+    }
     // A second init (tests that call it twice) is harmless.
     let _ = builder.try_init();
 }
@@ -71,5 +85,72 @@ impl<'kvs> VisitSource<'kvs> for JsonFields<'_> {
         };
         self.0.insert(key.as_str().to_owned(), json);
         Ok(())
+    }
+}
+
+/// Lines queued for stderr before new ones are dropped.
+const QUEUE_LINES: usize = 64 * 1024;
+
+/// `Write` end handed to env_logger: each record arrives as one `write` call.
+struct BackgroundWriter {
+    queue: SyncSender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl BackgroundWriter {
+    /// `None` if the thread cannot be started; logging then writes to stderr directly.
+    fn start() -> Option<Self> {
+        let (queue, lines) = sync_channel(QUEUE_LINES);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&dropped);
+        std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || drain(lines, &counter))
+            .ok()?;
+        Some(BackgroundWriter { queue, dropped })
+    }
+}
+
+impl Write for BackgroundWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.queue.try_send(buf.to_vec()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return std::io::stderr().write(buf);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How long the writer lets lines gather after the first one: under load, one wake-up and
+/// one write per batch instead of per line; when idle, a line still shows within this time.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Write queued lines in batches: block for the first, let more gather, take everything
+/// waiting, then one flush.
+fn drain(lines: Receiver<Vec<u8>>, dropped: &AtomicU64) {
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, std::io::stderr());
+    while let Ok(line) = lines.recv() {
+        let _ = out.write_all(&line);
+        std::thread::sleep(BATCH_WINDOW);
+        while let Ok(line) = lines.try_recv() {
+            let _ = out.write_all(&line);
+        }
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            let _ = writeln!(
+                out,
+                "beat-gateway: {lost} log lines dropped: stderr is not keeping up"
+            );
+        }
+        let _ = out.flush();
     }
 }

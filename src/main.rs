@@ -2,6 +2,12 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: the per-request path allocates many small, short-lived
+/// objects (headers, buffers, tasks), where glibc's malloc showed ~10% of the gateway's CPU
+/// under load (bench/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 use beat_gateway::router::RouteTable;

@@ -3,6 +3,8 @@
 //! id, no added headers, no access log, no route table. Same Pingora settings as the gateway.
 //!
 //!   bare_proxy LISTEN_PORT UPSTREAM_PORT
+//!
+//! It uses the gateway's allocator (mimalloc) so that the comparison measures features only.
 
 use async_trait::async_trait;
 use pingora_core::server::Server;
@@ -11,6 +13,9 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::{ProxyHttp, Session};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Bare {
     upstream: std::net::SocketAddr,

@@ -15,6 +15,15 @@ pub fn write(
     upstream: &str,
     error: Option<&Error>,
 ) {
+    let level = if error.is_some() || is_server_error(session) {
+        log::Level::Warn
+    } else {
+        log::Level::Info
+    };
+    // Nothing below is computed when the line would be filtered out (RUST_LOG=warn...).
+    if !log::log_enabled!(target: "access", level) {
+        return;
+    }
     let req = session.req_header();
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let duration_ms = ctx.start.elapsed().as_secs_f64() * 1000.0;
@@ -22,11 +31,6 @@ pub fn write(
     let route = route.map_or("-", |r| r.name.as_str());
     let upstream_addr = ctx.upstream_addr.map(|a| a.to_string());
     let request_id = ctx.request_id.to_str().unwrap_or("-");
-    let level = if error.is_some() || status >= 500 {
-        log::Level::Warn
-    } else {
-        log::Level::Info
-    };
     let error = error.map(|e| e.to_string());
     log::log!(
         target: "access",
@@ -44,4 +48,11 @@ pub fn write(
         error = error.as_deref().unwrap_or("-");
         "request"
     );
+}
+
+/// The response was a server error (the gateway's or the upstream's).
+fn is_server_error(session: &Session) -> bool {
+    session
+        .response_written()
+        .is_some_and(|r| r.status.is_server_error())
 }
