@@ -34,15 +34,22 @@ pub fn init(format: LogFormat) {
             writeln!(fields.0)
         }),
         LogFormat::Json => builder.format(|buf, record| {
-            let mut line = serde_json::Map::new();
-            line.insert("ts".into(), buf.timestamp_millis().to_string().into());
-            line.insert("level".into(), record.level().as_str().into());
-            line.insert("target".into(), record.target().into());
-            line.insert("msg".into(), record.args().to_string().into());
-            let mut fields = JsonFields(&mut line);
+            // Written field by field: no intermediate map, no allocation per field.
+            write!(
+                buf,
+                "{{\"ts\":\"{}\",\"level\":\"{}\",\"target\":",
+                buf.timestamp_millis(),
+                record.level()
+            )?;
+            serde_json::to_writer(&mut *buf, record.target())?;
+            buf.write_all(b",\"msg\":")?;
+            match record.args().as_str() {
+                Some(msg) => serde_json::to_writer(&mut *buf, msg)?,
+                None => serde_json::to_writer(&mut *buf, &record.args().to_string())?,
+            }
+            let mut fields = JsonFields(buf);
             let _ = record.key_values().visit(&mut fields);
-            serde_json::to_writer(&mut *buf, &line)?;
-            writeln!(buf)
+            writeln!(fields.0, "}}")
         }),
     };
     // Never colour: lines go to files and collectors, and env_logger would otherwise scan
@@ -59,32 +66,38 @@ struct TextFields<'a>(&'a mut env_logger::fmt::Formatter);
 
 impl<'kvs> VisitSource<'kvs> for TextFields<'_> {
     fn visit_pair(&mut self, key: kv::Key<'kvs>, value: kv::Value<'kvs>) -> Result<(), kv::Error> {
-        let text = value.to_string();
-        let quoted = text.is_empty() || text.contains([' ', '"', '=']);
-        let result = if quoted {
-            write!(self.0, " {key}={text:?}")
-        } else {
-            write!(self.0, " {key}={text}")
+        let result = match value.to_borrowed_str() {
+            Some(text) if text.is_empty() || text.contains([' ', '"', '=']) => {
+                write!(self.0, " {key}={text:?}")
+            }
+            _ => write!(self.0, " {key}={value}"),
         };
         result.map_err(|_| kv::Error::msg("cannot write the log line"))
     }
 }
 
-struct JsonFields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+struct JsonFields<'a>(&'a mut env_logger::fmt::Formatter);
 
 impl<'kvs> VisitSource<'kvs> for JsonFields<'_> {
     fn visit_pair(&mut self, key: kv::Key<'kvs>, value: kv::Value<'kvs>) -> Result<(), kv::Error> {
-        let json = if let Some(n) = value.to_u64() {
-            n.into()
-        } else if let Some(n) = value.to_i64() {
-            n.into()
-        } else if let Some(f) = value.to_f64() {
-            f.into()
-        } else {
-            value.to_string().into()
-        };
-        self.0.insert(key.as_str().to_owned(), json);
-        Ok(())
+        let out = &mut *self.0;
+        let result = (|| -> std::io::Result<()> {
+            out.write_all(b",")?;
+            serde_json::to_writer(&mut *out, key.as_str())?;
+            out.write_all(b":")?;
+            if let Some(n) = value.to_u64() {
+                write!(out, "{n}")
+            } else if let Some(n) = value.to_i64() {
+                write!(out, "{n}")
+            } else if let Some(f) = value.to_f64().filter(|f| f.is_finite()) {
+                write!(out, "{f}")
+            } else if let Some(text) = value.to_borrowed_str() {
+                Ok(serde_json::to_writer(&mut *out, text)?)
+            } else {
+                Ok(serde_json::to_writer(&mut *out, &value.to_string())?)
+            }
+        })();
+        result.map_err(|_| kv::Error::msg("cannot write the log line"))
     }
 }
 

@@ -29,7 +29,6 @@ pub fn write(
     let duration_ms = ctx.start.elapsed().as_secs_f64() * 1000.0;
     let duration_ms = (duration_ms * 100.0).round() / 100.0;
     let route = route.map_or("-", |r| r.name.as_str());
-    let upstream_addr = ctx.upstream_addr.map(|a| a.to_string());
     let request_id = ctx.request_id.to_str().unwrap_or("-");
     let error = error.map(|e| e.to_string());
     log::log!(
@@ -39,7 +38,7 @@ pub fn write(
         path = req.uri.path(),
         route = route,
         upstream = upstream,
-        upstream_addr = upstream_addr.as_deref().unwrap_or("-"),
+        upstream_addr:% = OrDash(ctx.upstream_addr),
         status = status,
         duration_ms = duration_ms,
         request_id = request_id,
@@ -55,4 +54,16 @@ fn is_server_error(session: &Session) -> bool {
     session
         .response_written()
         .is_some_and(|r| r.status.is_server_error())
+}
+
+/// Display an optional value, `-` when absent, without building a String.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
