@@ -46,6 +46,10 @@ logs *services:
 test *args:
     scripts/test.sh {{args}}
 
+# Side-by-side benchmark against nginx and haproxy (bench/README.md)
+bench *args:
+    bench/run.sh {{args}}
+
 # Formatting, lints, and the shipped config
 check:
     cargo fmt --all -- --check

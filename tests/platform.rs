@@ -586,6 +586,7 @@ fn just_lists_every_recipe() {
         "logs",
         "test",
         "check",
+        "bench",
     ] {
         assert!(
             listed
