@@ -213,13 +213,7 @@ fn bad_environment_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_in_flight_requests_then_exits() {
-    let up = upstream::http("slow").await;
-    let mut gw = Gateway::start(&config(&[(
-        "core-service",
-        "/core",
-        up.addr,
-        r#""strip_prefix": true"#,
-    )]));
+    let (_up, mut gw) = support::core_gateway("slow").await;
     let url = gw.url("/core/slow/600");
     let in_flight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
     tokio::time::sleep(Duration::from_millis(150)).await;

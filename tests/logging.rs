@@ -6,13 +6,7 @@ use support::{Gateway, client, config, upstream};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn text_access_line_has_the_fields_and_no_query() {
-    let up = upstream::http("core").await;
-    let gw = Gateway::start(&config(&[(
-        "core-service",
-        "/core",
-        up.addr,
-        r#""strip_prefix": true"#,
-    )]));
+    let (up, gw) = support::core_gateway("core").await;
     let resp = client()
         .post(gw.url("/core/items?token=secret"))
         .header("x-request-id", "log-1")

@@ -5,7 +5,7 @@ mod support;
 
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use support::{Gateway, client, config, upstream};
+use support::{client, upstream};
 
 const BIG: u64 = 100 * 1024 * 1024;
 
@@ -15,13 +15,7 @@ const MAX_GROWTH_KIB: u64 = 40 * 1024;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn large_upload_and_download_stream_with_checksums() {
-    let up = upstream::http("files").await;
-    let gw = Gateway::start(&config(&[(
-        "core-service",
-        "/core",
-        up.addr,
-        r#""strip_prefix": true"#,
-    )]));
+    let (_up, gw) = support::core_gateway("files").await;
     // Warm up, then take the baseline.
     assert!(
         client()
@@ -75,13 +69,7 @@ async fn large_upload_and_download_stream_with_checksums() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chunked_bodies_work_both_ways() {
-    let up = upstream::http("files").await;
-    let gw = Gateway::start(&config(&[(
-        "core-service",
-        "/core",
-        up.addr,
-        r#""strip_prefix": true"#,
-    )]));
+    let (_up, gw) = support::core_gateway("files").await;
 
     // Chunked request body, mirrored back by the upstream.
     let parts = ["alpha,", "beta,", "gamma"];

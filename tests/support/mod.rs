@@ -61,6 +61,19 @@ pub fn config(routes: &[(&str, &str, SocketAddr, &str)]) -> String {
     format!(r#"{{"services": [{}]}}"#, services.join(",\n"))
 }
 
+/// The most common setup: a test HTTP upstream named `name` behind the route
+/// `core-service` (`/core`, prefix stripped).
+pub async fn core_gateway(name: &str) -> (upstream::Server, Gateway) {
+    let up = upstream::http(name).await;
+    let gw = Gateway::start(&config(&[(
+        "core-service",
+        "/core",
+        up.addr,
+        r#""strip_prefix": true"#,
+    )]));
+    (up, gw)
+}
+
 impl Gateway {
     pub fn start(config_json: &str) -> Gateway {
         Self::start_with(config_json, &[])
