@@ -70,3 +70,20 @@ async fn quiet_websocket_outlives_the_read_timeout() {
         .expect("reply in time");
     assert_eq!(reply.unwrap().unwrap(), Message::text("after"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_to_a_dead_upstream_is_a_json_502() {
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let gw = Gateway::start(&config(&[("websocket", "/socket", dead, "")]));
+    let url = format!("ws://127.0.0.1:{}/socket/websocket?vsn=2.0.0", gw.port);
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 502);
+            assert!(resp.headers().contains_key("x-request-id"));
+            let body: serde_json::Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"], "upstream unavailable");
+        }
+        other => panic!("expected an HTTP 502, got {other:?}"),
+    }
+}

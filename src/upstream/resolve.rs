@@ -204,4 +204,17 @@ mod tests {
             "{e}"
         );
     }
+
+    #[tokio::test]
+    async fn refresh_replaces_the_answer_in_the_background() {
+        let r = Resolver::new("localhost", 9);
+        r.address().await.expect("localhost resolves");
+        let first = r.inner.answer.load_full().unwrap().at;
+        r.refresh_soon();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.inner.answer.load_full().unwrap().at == first {
+            assert!(Instant::now() < deadline, "no refresh happened");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
