@@ -5,4 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
+# The plain binary first: `just serve` (tested below) runs `cargo run`, which builds
+# without the dev-dependencies' features; building it here keeps that test fast.
+cargo build --bin beat-gateway
 exec cargo test --all-targets "$@"
