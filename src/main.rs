@@ -2,17 +2,17 @@
 
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: the per-request path allocates many small, short-lived
-/// objects (headers, buffers, tasks), where glibc's malloc showed ~10% of the gateway's CPU
-/// under load (bench/README.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 
 use beat_gateway::router::RouteTable;
 use beat_gateway::settings::{Cli, Settings};
 use beat_gateway::{config, demo, logging, server};
+
+/// mimalloc instead of glibc's malloc: the per-request path allocates many small, short-lived
+/// objects (headers, buffers, tasks), where glibc's malloc showed ~10% of the gateway's CPU
+/// under load (bench/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,12 +25,11 @@ fn main() -> ExitCode {
     // In demo mode without --services, the shipped routes are used as compiled in, so the
     // demo works from any directory.
     let file = settings.services_path.display().to_string();
-    let loaded =
-        if cli.demo && cli.services.is_none() && std::env::var_os("SERVICES_CONFIG").is_none() {
-            config::parse("config/services.json (built in)", config::SHIPPED)
-        } else {
-            config::load(&settings.services_path)
-        };
+    let loaded = if cli.demo && !settings.services_given {
+        config::parse("config/services.json (built in)", config::SHIPPED)
+    } else {
+        config::load(&settings.services_path)
+    };
     let services = match loaded {
         Ok(s) => s,
         Err(e) => return fail(e),

@@ -16,30 +16,22 @@ const SHUTDOWN_TIMEOUT_SECONDS: u64 = 2;
 /// Build the server; the caller runs it. Errors: Pingora's own config file, or the listen
 /// address is unavailable.
 pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::Result<Server> {
-    let mut conf = match opt.conf.take() {
-        Some(path) => {
-            let mut with_path = Opt {
-                conf: Some(path.clone()),
-                ..Default::default()
-            };
-            with_path.daemon = opt.daemon;
-            with_path.upgrade = opt.upgrade;
-            with_path.test = opt.test;
-            ServerConf::load_yaml_with_opt_override(&with_path)
-                .map_err(|e| anyhow::anyhow!("{path}: {e}"))?
-        }
+    let mut conf = match &opt.conf {
+        Some(path) => ServerConf::load_yaml_with_opt_override(&opt)
+            .map_err(|e| anyhow::anyhow!("{path}: {e}"))?,
         None => {
             let mut conf = ServerConf::new_with_opt_override(&opt)
                 .ok_or_else(|| anyhow::anyhow!("cannot build Pingora's default configuration"))?;
             conf.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            conf.grace_period_seconds = Some(settings.grace_seconds);
-            conf.graceful_shutdown_timeout_seconds = Some(SHUTDOWN_TIMEOUT_SECONDS);
             conf
         }
     };
+    // Applied above; left in, Pingora would warn that it ignores it.
+    opt.conf = None;
     if let Some(threads) = settings.threads {
         conf.threads = threads;
     }
+    // Pingora's own file may set these; otherwise ours apply (Pingora's default is 300 s).
     conf.grace_period_seconds
         .get_or_insert(settings.grace_seconds);
     conf.graceful_shutdown_timeout_seconds

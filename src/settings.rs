@@ -47,6 +47,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub services_path: PathBuf,
+    /// The path came from `--services` or `SERVICES_CONFIG`, not the default.
+    pub services_given: bool,
     pub host: IpAddr,
     pub port: u16,
     /// `None`: Pingora's config file (`-c`) decides, else the number of CPUs.
@@ -76,9 +78,9 @@ impl Settings {
             expected,
         };
 
-        let services_path = services
-            .or_else(|| get("SERVICES_CONFIG").map(|(_, v)| PathBuf::from(v)))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_SERVICES));
+        let given = services.or_else(|| get("SERVICES_CONFIG").map(|(_, v)| PathBuf::from(v)));
+        let services_given = given.is_some();
+        let services_path = given.unwrap_or_else(|| PathBuf::from(DEFAULT_SERVICES));
         let host = match get("PROXY_HOST") {
             None => DEFAULT_HOST.parse().expect("default host is an IP"),
             Some((_, v)) if v == "localhost" => IpAddr::from([127, 0, 0, 1]),
@@ -118,6 +120,7 @@ impl Settings {
         };
         Ok(Settings {
             services_path,
+            services_given,
             host,
             port,
             threads,
@@ -149,6 +152,7 @@ mod tests {
     fn defaults() {
         let s = with(&[]).unwrap();
         assert_eq!(s.services_path, PathBuf::from("config/services.json"));
+        assert!(!s.services_given);
         assert_eq!(s.listen_addr(), "0.0.0.0:9000");
         assert_eq!(s.threads, None);
         assert_eq!(s.grace_seconds, DEFAULT_GRACE_SECONDS);
@@ -166,6 +170,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.services_path, PathBuf::from("/etc/gw.json"));
+        assert!(s.services_given);
         assert_eq!(s.listen_addr(), "[::]:8080");
         assert_eq!(s.threads, Some(1));
         assert_eq!(s.log_format, LogFormat::Json);

@@ -273,3 +273,35 @@ fn port_in_use_is_refused_not_hung() {
         "{err}"
     );
 }
+
+#[test]
+fn pingora_conf_flag_is_read_and_checked() {
+    let services = concat!(env!("CARGO_MANIFEST_DIR"), "/config/services.json");
+    let good = support::temp_path("pingora.yaml");
+    std::fs::write(&good, "---\nversion: 1\nthreads: 1\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["--services", services, "-t", "-c"])
+        .arg(&good)
+        .env("PROXY_HOST", "127.0.0.1")
+        .env("PROXY_PORT", free_port().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = support::temp_path("pingora.yaml");
+    std::fs::write(&bad, "---\nversion: 1\nthreads: [\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["--services", services, "-c"])
+        .arg(&bad)
+        .env("PROXY_HOST", "127.0.0.1")
+        .env("PROXY_PORT", free_port().to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&bad.display().to_string()), "{err}");
+}
