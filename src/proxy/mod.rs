@@ -62,6 +62,11 @@ impl ProxyHttp for Gateway {
         RequestCtx::new()
     }
 
+    /// No downstream modules. Pingora's default registers a response-compression module
+    /// (disabled) that still runs on every request and every body chunk; the gateway passes
+    /// bodies through as the services sent them.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     /// Request id, smuggling guard, path safety, route lookup, upstream URI.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
