@@ -6,105 +6,184 @@
 //! terminal or the log collector: the request path formats its line and hands it over
 //! through a bounded queue. If stderr cannot keep up and the queue fills, lines are dropped
 //! and counted rather than stalling the proxy, and the count is logged.
+//!
+//! The access line, written once per request, skips the `log` machinery's dynamic
+//! dispatch: [`access`] formats it straight into its buffer, in the same shape as every
+//! other line, and still honours `RUST_LOG` for the `access` target.
 
+use std::fmt::Display;
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, OnceLock};
 
 use log::kv::{self, VisitSource};
 
 use crate::settings::LogFormat;
 
+/// One structured field of a log line.
+pub enum Field<'a> {
+    Str(&'a str),
+    U64(u64),
+    F64(f64),
+    Display(&'a dyn Display),
+}
+
+/// Where access lines go once [`init`] has run.
+static ACCESS: OnceLock<Sink> = OnceLock::new();
+
+#[derive(Clone)]
+struct Sink {
+    format: LogFormat,
+    writer: Option<BackgroundWriter>,
+}
+
 pub fn init(format: LogFormat) {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    match format {
-        LogFormat::Text => builder.format(|buf, record| {
-            write!(
-                buf,
-                "{} {:<5} {}: {}",
-                buf.timestamp_millis(),
-                record.level(),
-                record.target(),
-                record.args()
-            )?;
-            let mut fields = TextFields(buf);
-            let _ = record.key_values().visit(&mut fields);
-            writeln!(fields.0)
-        }),
-        LogFormat::Json => builder.format(|buf, record| {
-            // Written field by field: no intermediate map, no allocation per field.
-            write!(
-                buf,
-                "{{\"ts\":\"{}\",\"level\":\"{}\",\"target\":",
-                buf.timestamp_millis(),
-                record.level()
-            )?;
-            serde_json::to_writer(&mut *buf, record.target())?;
-            buf.write_all(b",\"msg\":")?;
-            match record.args().as_str() {
-                Some(msg) => serde_json::to_writer(&mut *buf, msg)?,
-                None => serde_json::to_writer(&mut *buf, &record.args().to_string())?,
-            }
-            let mut fields = JsonFields(buf);
-            let _ = record.key_values().visit(&mut fields);
-            writeln!(fields.0, "}}")
-        }),
-    };
+    builder.format(move |buf, record| {
+        write_head(buf, format, record.level(), record.target(), record.args())?;
+        let mut fields = KvFields { out: buf, format };
+        let _ = record.key_values().visit(&mut fields);
+        write_tail(fields.out, format)
+    });
     // Never colour: lines go to files and collectors, and env_logger would otherwise scan
     // every line for escape codes to strip.
     builder.write_style(env_logger::WriteStyle::Never);
-    if let Some(writer) = BackgroundWriter::start() {
-        builder.target(env_logger::Target::Pipe(Box::new(writer)));
+    let writer = BackgroundWriter::start();
+    if let Some(writer) = &writer {
+        builder.target(env_logger::Target::Pipe(Box::new(writer.clone())));
     }
     // A second init (tests that call it twice) is harmless.
-    let _ = builder.try_init();
-}
-
-struct TextFields<'a>(&'a mut env_logger::fmt::Formatter);
-
-impl<'kvs> VisitSource<'kvs> for TextFields<'_> {
-    fn visit_pair(&mut self, key: kv::Key<'kvs>, value: kv::Value<'kvs>) -> Result<(), kv::Error> {
-        let result = match value.to_borrowed_str() {
-            Some(text) if text.is_empty() || text.contains([' ', '"', '=']) => {
-                write!(self.0, " {key}={text:?}")
-            }
-            _ => write!(self.0, " {key}={value}"),
-        };
-        result.map_err(|_| kv::Error::msg("cannot write the log line"))
+    if builder.try_init().is_ok() {
+        let _ = ACCESS.set(Sink { format, writer });
     }
 }
 
-struct JsonFields<'a>(&'a mut env_logger::fmt::Formatter);
+/// `RUST_LOG` lets access lines of this level through: check before gathering fields.
+pub fn access_enabled(level: log::Level) -> bool {
+    log::log_enabled!(target: "access", level)
+}
 
-impl<'kvs> VisitSource<'kvs> for JsonFields<'_> {
-    fn visit_pair(&mut self, key: kv::Key<'kvs>, value: kv::Value<'kvs>) -> Result<(), kv::Error> {
-        let out = &mut *self.0;
-        let result = (|| -> std::io::Result<()> {
-            out.write_all(b",")?;
-            serde_json::to_writer(&mut *out, key.as_str())?;
-            out.write_all(b":")?;
-            if let Some(n) = value.to_u64() {
-                write!(out, "{n}")
-            } else if let Some(n) = value.to_i64() {
-                write!(out, "{n}")
-            } else if let Some(f) = value.to_f64().filter(|f| f.is_finite()) {
-                write!(out, "{f}")
-            } else if let Some(text) = value.to_borrowed_str() {
-                Ok(serde_json::to_writer(&mut *out, text)?)
-            } else {
-                Ok(serde_json::to_writer(&mut *out, &value.to_string())?)
+/// Write one access line (target `access`, message `request`) if `RUST_LOG` lets it through.
+pub fn access(level: log::Level, fields: &[(&str, Field<'_>)]) {
+    if !access_enabled(level) {
+        return;
+    }
+    let Some(sink) = ACCESS.get() else {
+        return;
+    };
+    let mut line = Vec::with_capacity(384);
+    let _ = write_head(&mut line, sink.format, level, "access", &"request");
+    for (key, value) in fields {
+        let _ = write_field(&mut line, sink.format, key, value);
+    }
+    let _ = write_tail(&mut line, sink.format);
+    match &sink.writer {
+        Some(writer) => writer.send(line),
+        None => {
+            let _ = std::io::stderr().write_all(&line);
+        }
+    }
+}
+
+fn write_head(
+    out: &mut impl Write,
+    format: LogFormat,
+    level: log::Level,
+    target: &str,
+    msg: &dyn Display,
+) -> std::io::Result<()> {
+    let ts = jiff::Timestamp::now();
+    match format {
+        LogFormat::Text => write!(out, "{ts:.3} {level:<5} {target}: {msg}"),
+        LogFormat::Json => {
+            write!(
+                out,
+                "{{\"ts\":\"{ts:.3}\",\"level\":\"{level}\",\"target\":"
+            )?;
+            serde_json::to_writer(&mut *out, target)?;
+            out.write_all(b",\"msg\":")?;
+            serde_json::to_writer(&mut *out, &msg.to_string())?;
+            Ok(())
+        }
+    }
+}
+
+fn write_tail(out: &mut impl Write, format: LogFormat) -> std::io::Result<()> {
+    match format {
+        LogFormat::Text => out.write_all(b"\n"),
+        LogFormat::Json => out.write_all(b"}\n"),
+    }
+}
+
+/// ` key=value` (quoted when empty or holding spaces, quotes or '='), or `,"key":value`.
+fn write_field(
+    out: &mut impl Write,
+    format: LogFormat,
+    key: &str,
+    value: &Field<'_>,
+) -> std::io::Result<()> {
+    match format {
+        LogFormat::Text => match value {
+            Field::Str(s) if s.is_empty() || s.contains([' ', '"', '=']) => {
+                write!(out, " {key}={s:?}")
             }
-        })();
-        result.map_err(|_| kv::Error::msg("cannot write the log line"))
+            Field::Str(s) => write!(out, " {key}={s}"),
+            Field::U64(n) => write!(out, " {key}={n}"),
+            Field::F64(f) => write!(out, " {key}={f}"),
+            Field::Display(d) => {
+                let text = d.to_string();
+                write_field(out, format, key, &Field::Str(&text))
+            }
+        },
+        LogFormat::Json => {
+            out.write_all(b",")?;
+            serde_json::to_writer(&mut *out, key)?;
+            out.write_all(b":")?;
+            match value {
+                Field::Str(s) => serde_json::to_writer(&mut *out, s)?,
+                Field::U64(n) => write!(out, "{n}")?,
+                Field::F64(f) if f.is_finite() => write!(out, "{f}")?,
+                Field::F64(_) => out.write_all(b"null")?,
+                Field::Display(d) => serde_json::to_writer(&mut *out, &d.to_string())?,
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The fields of a `log` record, written like the access line's.
+struct KvFields<'a> {
+    out: &'a mut env_logger::fmt::Formatter,
+    format: LogFormat,
+}
+
+impl<'kvs> VisitSource<'kvs> for KvFields<'_> {
+    fn visit_pair(&mut self, key: kv::Key<'kvs>, value: kv::Value<'kvs>) -> Result<(), kv::Error> {
+        let field = if let Some(n) = value.to_u64() {
+            Field::U64(n)
+        } else if let Some(f) = value.to_f64() {
+            Field::F64(f)
+        } else if let Some(s) = value.to_borrowed_str() {
+            Field::Str(s)
+        } else {
+            Field::Display(&value)
+        };
+        write_field(self.out, self.format, key.as_str(), &field)
+            .map_err(|_| kv::Error::msg("cannot write the log line"))
     }
 }
 
 /// Lines queued for stderr before new ones are dropped.
 const QUEUE_LINES: usize = 64 * 1024;
 
-/// `Write` end handed to env_logger: each record arrives as one `write` call.
+/// How long the writer lets lines gather after the first one: under load, one wake-up and
+/// one write per batch instead of per line; when idle, a line still shows within this time.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The sending end of the queue; env_logger's records arrive as one `write` call each.
+#[derive(Clone)]
 struct BackgroundWriter {
     queue: SyncSender<Vec<u8>>,
     dropped: Arc<AtomicU64>,
@@ -122,19 +201,23 @@ impl BackgroundWriter {
             .ok()?;
         Some(BackgroundWriter { queue, dropped })
     }
-}
 
-impl Write for BackgroundWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self.queue.try_send(buf.to_vec()) {
+    fn send(&self, line: Vec<u8>) {
+        match self.queue.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            Err(TrySendError::Disconnected(_)) => {
-                return std::io::stderr().write(buf);
+            Err(TrySendError::Disconnected(line)) => {
+                let _ = std::io::stderr().write_all(&line);
             }
         }
+    }
+}
+
+impl Write for BackgroundWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.send(buf.to_vec());
         Ok(buf.len())
     }
 
@@ -142,10 +225,6 @@ impl Write for BackgroundWriter {
         Ok(())
     }
 }
-
-/// How long the writer lets lines gather after the first one: under load, one wake-up and
-/// one write per batch instead of per line; when idle, a line still shows within this time.
-const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Write queued lines in batches: block for the first, let more gather, take everything
 /// waiting, then one flush.
@@ -165,5 +244,51 @@ fn drain(lines: Receiver<Vec<u8>>, dropped: &AtomicU64) {
             );
         }
         let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(format: LogFormat, fields: &[(&str, Field<'_>)]) -> String {
+        let mut out = Vec::new();
+        for (k, v) in fields {
+            write_field(&mut out, format, k, v).unwrap();
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn text_fields_quote_only_when_needed() {
+        let addr: std::net::SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let got = line(
+            LogFormat::Text,
+            &[
+                ("a", Field::Str("plain")),
+                ("b", Field::Str("two words")),
+                ("c", Field::Str("")),
+                ("n", Field::U64(7)),
+                ("f", Field::F64(1.5)),
+                ("d", Field::Display(&addr)),
+            ],
+        );
+        assert_eq!(
+            got,
+            " a=plain b=\"two words\" c=\"\" n=7 f=1.5 d=127.0.0.1:80"
+        );
+    }
+
+    #[test]
+    fn json_fields_are_typed_and_escaped() {
+        let got = line(
+            LogFormat::Json,
+            &[
+                ("s", Field::Str("q\"x\n")),
+                ("n", Field::U64(7)),
+                ("f", Field::F64(f64::NAN)),
+            ],
+        );
+        assert_eq!(got, r#","s":"q\"x\n","n":7,"f":null"#);
     }
 }

@@ -6,6 +6,7 @@ use pingora_core::Error;
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
+use crate::logging::{self, Field};
 use crate::router::Route;
 
 pub fn write(
@@ -21,31 +22,32 @@ pub fn write(
         log::Level::Info
     };
     // Nothing below is computed when the line would be filtered out (RUST_LOG=warn...).
-    if !log::log_enabled!(target: "access", level) {
+    if !logging::access_enabled(level) {
         return;
     }
     let req = session.req_header();
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
-    let duration_ms = ctx.start.elapsed().as_secs_f64() * 1000.0;
-    let duration_ms = (duration_ms * 100.0).round() / 100.0;
-    let route = route.map_or("-", |r| r.name.as_str());
-    let request_id = ctx.request_id.to_str().unwrap_or("-");
+    let duration_ms = (ctx.start.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+    let upstream_addr = OrDash(ctx.upstream_addr);
     let error = error.map(|e| e.to_string());
-    log::log!(
-        target: "access",
+    logging::access(
         level,
-        method = req.method.as_str(),
-        path = req.uri.path(),
-        route = route,
-        upstream = upstream,
-        upstream_addr:% = OrDash(ctx.upstream_addr),
-        status = status,
-        duration_ms = duration_ms,
-        request_id = request_id,
-        bytes_in = session.body_bytes_read(),
-        bytes_out = session.body_bytes_sent(),
-        error = error.as_deref().unwrap_or("-");
-        "request"
+        &[
+            ("method", Field::Str(req.method.as_str())),
+            ("path", Field::Str(req.uri.path())),
+            ("route", Field::Str(route.map_or("-", |r| r.name.as_str()))),
+            ("upstream", Field::Str(upstream)),
+            ("upstream_addr", Field::Display(&upstream_addr)),
+            ("status", Field::U64(u64::from(status))),
+            ("duration_ms", Field::F64(duration_ms)),
+            (
+                "request_id",
+                Field::Str(ctx.request_id.to_str().unwrap_or("-")),
+            ),
+            ("bytes_in", Field::U64(session.body_bytes_read() as u64)),
+            ("bytes_out", Field::U64(session.body_bytes_sent() as u64)),
+            ("error", Field::Str(error.as_deref().unwrap_or("-"))),
+        ],
     );
 }
 
