@@ -61,6 +61,7 @@ async fn large_upload_and_download_stream_with_checksums() {
     assert_eq!(upstream::hex(&h.finalize()), upstream::payload_sha256(BIG));
 
     let peak = gw.peak_rss_kib();
+    eprintln!("gateway peak RSS: baseline {baseline} KiB, after 2 x 100 MiB {peak} KiB");
     assert!(
         peak.saturating_sub(baseline) < MAX_GROWTH_KIB,
         "gateway peak RSS grew from {baseline} KiB to {peak} KiB while moving 2 x 100 MiB"
