@@ -27,9 +27,7 @@ async fn demo_mode_serves_the_shipped_routes() {
     }
 
     let url = format!("ws://127.0.0.1:{}/socket/websocket?vsn=2.0.0", gw.port);
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .expect("demo websocket");
-    ws.send(Message::text("hello")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    let mut ws = support::ws_connect_echoing(&url, "hello").await;
+    ws.send(Message::text("again")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("again"));
 }

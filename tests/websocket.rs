@@ -22,15 +22,14 @@ async fn websocket_echo_through_socket_route() {
         "ws://127.0.0.1:{}/socket/websocket?token=abc&vsn=2.0.0",
         gw.port
     );
-    let (mut ws, resp) = tokio_tungstenite::connect_async(&url)
+    let (_, resp) = tokio_tungstenite::connect_async(&url)
         .await
         .expect("upgrade");
     assert_eq!(resp.status(), 101);
     assert!(resp.headers().contains_key("x-request-id"));
 
     let join = r#"["1","1","room:lobby","phx_join",{}]"#;
-    ws.send(Message::text(join)).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(join));
+    let mut ws = support::ws_connect_echoing(&url, join).await;
 
     let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     ws.send(Message::binary(blob.clone())).await.unwrap();
@@ -58,11 +57,7 @@ async fn quiet_websocket_outlives_the_read_timeout() {
         r#""strip_prefix": false, "read_timeout_ms": 300"#,
     )]));
     let url = format!("ws://127.0.0.1:{}/socket/websocket?vsn=2.0.0", gw.port);
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .expect("upgrade");
-    ws.send(Message::text("before")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+    let mut ws = support::ws_connect_echoing(&url, "before").await;
     tokio::time::sleep(Duration::from_millis(1500)).await; // 5x the read timeout
     ws.send(Message::text("after")).await.unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
