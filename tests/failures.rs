@@ -172,14 +172,11 @@ fn bad_config_is_refused_with_file_service_and_field() {
 
 #[test]
 fn check_accepts_the_shipped_config_and_lists_routes() {
-    let out = std::process::Command::new(BIN)
-        .args([
-            "--check",
-            "--services",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config/services.json"),
-        ])
-        .output()
-        .unwrap();
+    let out = support::run_bin(&[
+        "--check",
+        "--services",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/services.json"),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -279,13 +276,8 @@ fn pingora_conf_flag_is_read_and_checked() {
     let services = concat!(env!("CARGO_MANIFEST_DIR"), "/config/services.json");
     let good = support::temp_path("pingora.yaml");
     std::fs::write(&good, "---\nversion: 1\nthreads: 1\n").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["--services", services, "-t", "-c"])
-        .arg(&good)
-        .env("PROXY_HOST", "127.0.0.1")
-        .env("PROXY_PORT", free_port().to_string())
-        .output()
-        .unwrap();
+    let good = good.to_str().unwrap();
+    let out = support::run_bin(&["--services", services, "-t", "-c", good]);
     assert!(
         out.status.success(),
         "{}",
@@ -294,14 +286,9 @@ fn pingora_conf_flag_is_read_and_checked() {
 
     let bad = support::temp_path("pingora.yaml");
     std::fs::write(&bad, "---\nversion: 1\nthreads: [\n").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["--services", services, "-c"])
-        .arg(&bad)
-        .env("PROXY_HOST", "127.0.0.1")
-        .env("PROXY_PORT", free_port().to_string())
-        .output()
-        .unwrap();
+    let bad = bad.to_str().unwrap();
+    let out = support::run_bin(&["--services", services, "-c", bad]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&bad.display().to_string()), "{err}");
+    assert!(err.contains(bad), "{err}");
 }

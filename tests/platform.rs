@@ -473,8 +473,11 @@ impl Postgres {
         out
     }
 
-    fn psql_script(&self, db: &str, script: &str) {
+    /// Run psql against `db` as the postgres image does (stop on the first error), with
+    /// `input` on stdin if given (so the postgres user needs no access to this checkout).
+    fn psql_with(&self, db: &str, args: &[&str], input: Option<&str>) -> String {
         use std::io::Write;
+        use std::process::Stdio;
         let port = self.port.to_string();
         let mut child = self
             .command("psql")
@@ -488,44 +491,35 @@ impl Postgres {
                 "-p",
                 &port,
             ])
-            .args(["-U", "postgres", "-d", db, "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .args(["-U", "postgres", "-d", db])
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("psql");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(text.as_bytes()).unwrap();
+        }
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "psql failed on the script:\n{}",
+            "psql {args:?} failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     fn psql(&self, db: &str, args: &[&str]) -> String {
-        let port = self.port.to_string();
-        let mut all = vec![
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            db,
-        ];
-        all.extend_from_slice(args);
-        String::from_utf8(self.run("psql", &all).stdout).unwrap()
+        self.psql_with(db, args, None)
+    }
+
+    fn psql_script(&self, db: &str, script: &str) {
+        self.psql_with(db, &["-f", "-"], Some(script));
     }
 }
 

@@ -247,6 +247,18 @@ fn response_complete(buf: &[u8]) -> bool {
     }
 }
 
+/// Run the binary to completion with `args`, listening (if it gets that far) on a free
+/// loopback port; the output is returned whatever the exit status.
+pub fn run_bin(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("PROXY_HOST", "127.0.0.1")
+        .env("PROXY_PORT", free_port().to_string())
+        .env_remove("SERVICES_CONFIG")
+        .output()
+        .expect("run beat-gateway")
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
