@@ -65,16 +65,21 @@ pub fn access_enabled(level: log::Level) -> bool {
     log::log_enabled!(target: "access", level)
 }
 
-/// Write one access line (target `access`, message `request`) if `RUST_LOG` lets it through.
+/// Write one access line (target `access`, message `request`). Callers check
+/// [`access_enabled`] first, so that neither they nor this gather fields for a line that
+/// `RUST_LOG` filters out.
 pub fn access(level: log::Level, fields: &[(&str, Field<'_>)]) {
-    if !access_enabled(level) {
-        return;
-    }
     let Some(sink) = ACCESS.get() else {
         return;
     };
     let mut line = Vec::with_capacity(384);
-    let _ = write_head(&mut line, sink.format, level, "access", &"request");
+    let _ = write_head(
+        &mut line,
+        sink.format,
+        level,
+        "access",
+        &format_args!("request"),
+    );
     for (key, value) in fields {
         let _ = write_field(&mut line, sink.format, key, value);
     }
@@ -92,7 +97,7 @@ fn write_head(
     format: LogFormat,
     level: log::Level,
     target: &str,
-    msg: &dyn Display,
+    msg: &std::fmt::Arguments<'_>,
 ) -> std::io::Result<()> {
     let ts = jiff::Timestamp::now();
     match format {
@@ -104,7 +109,11 @@ fn write_head(
             )?;
             serde_json::to_writer(&mut *out, target)?;
             out.write_all(b",\"msg\":")?;
-            serde_json::to_writer(&mut *out, &msg.to_string())?;
+            // A literal message (the usual case) is escaped in place, without a String.
+            match msg.as_str() {
+                Some(text) => serde_json::to_writer(&mut *out, text)?,
+                None => serde_json::to_writer(&mut *out, &msg.to_string())?,
+            }
             Ok(())
         }
     }
