@@ -26,6 +26,10 @@ pub enum Field<'a> {
     Str(&'a str),
     U64(u64),
     F64(f64),
+    /// Milliseconds with two decimals, given in microseconds (no float formatting).
+    Millis(u64),
+    /// A socket address, written without the formatting machinery.
+    Addr(std::net::SocketAddr),
     Display(&'a dyn Display),
 }
 
@@ -127,6 +131,8 @@ fn write_tail(out: &mut impl Write, format: LogFormat) -> std::io::Result<()> {
 }
 
 /// ` key=value` (quoted when empty or holding spaces, quotes or '='), or `,"key":value`.
+/// Numbers and addresses, on every access line, are written with `itoa` rather than the
+/// `fmt` machinery.
 fn write_field(
     out: &mut impl Write,
     format: LogFormat,
@@ -134,31 +140,70 @@ fn write_field(
     value: &Field<'_>,
 ) -> std::io::Result<()> {
     match format {
-        LogFormat::Text => match value {
-            Field::Str(s) if s.is_empty() || s.contains([' ', '"', '=']) => {
-                write!(out, " {key}={s:?}")
-            }
-            Field::Str(s) => write!(out, " {key}={s}"),
-            Field::U64(n) => write!(out, " {key}={n}"),
-            Field::F64(f) => write!(out, " {key}={f}"),
-            Field::Display(d) => {
+        LogFormat::Text => {
+            if let Field::Display(d) = value {
                 let text = d.to_string();
-                write_field(out, format, key, &Field::Str(&text))
+                return write_field(out, format, key, &Field::Str(&text));
             }
-        },
+            out.write_all(b" ")?;
+            out.write_all(key.as_bytes())?;
+            out.write_all(b"=")?;
+            match value {
+                Field::Str(s) if s.is_empty() || s.contains([' ', '"', '=']) => {
+                    write!(out, "{s:?}")
+                }
+                Field::Str(s) => out.write_all(s.as_bytes()),
+                Field::U64(n) => out.write_all(itoa::Buffer::new().format(*n).as_bytes()),
+                Field::F64(f) => write!(out, "{f}"),
+                Field::Millis(us) => write_millis(out, *us),
+                Field::Addr(a) => write_addr(out, a),
+                Field::Display(_) => Ok(()),
+            }
+        }
         LogFormat::Json => {
             out.write_all(b",")?;
             serde_json::to_writer(&mut *out, key)?;
             out.write_all(b":")?;
             match value {
                 Field::Str(s) => serde_json::to_writer(&mut *out, s)?,
-                Field::U64(n) => write!(out, "{n}")?,
+                Field::U64(n) => out.write_all(itoa::Buffer::new().format(*n).as_bytes())?,
                 Field::F64(f) if f.is_finite() => write!(out, "{f}")?,
                 Field::F64(_) => out.write_all(b"null")?,
+                Field::Millis(us) => write_millis(out, *us)?,
+                Field::Addr(a) => {
+                    out.write_all(b"\"")?;
+                    write_addr(out, a)?;
+                    out.write_all(b"\"")?;
+                }
                 Field::Display(d) => serde_json::to_writer(&mut *out, &d.to_string())?,
             }
             Ok(())
         }
+    }
+}
+
+/// `1234` microseconds as `1.23`.
+fn write_millis(out: &mut impl Write, micros: u64) -> std::io::Result<()> {
+    let hundredths = (micros + 5) / 10;
+    out.write_all(itoa::Buffer::new().format(hundredths / 100).as_bytes())?;
+    let frac = hundredths % 100;
+    out.write_all(&[b'.', b'0' + (frac / 10) as u8, b'0' + (frac % 10) as u8])
+}
+
+fn write_addr(out: &mut impl Write, addr: &std::net::SocketAddr) -> std::io::Result<()> {
+    match addr {
+        std::net::SocketAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b".")?;
+                }
+                out.write_all(digits.format(*octet).as_bytes())?;
+            }
+            out.write_all(b":")?;
+            out.write_all(digits.format(v4.port()).as_bytes())
+        }
+        std::net::SocketAddr::V6(v6) => write!(out, "{v6}"),
     }
 }
 
@@ -280,11 +325,17 @@ mod tests {
                 ("n", Field::U64(7)),
                 ("f", Field::F64(1.5)),
                 ("d", Field::Display(&addr)),
+                ("a4", Field::Addr(addr)),
+                ("a6", Field::Addr("[::1]:8080".parse().unwrap())),
+                ("m", Field::Millis(1234)),
+                ("m0", Field::Millis(4)),
+                ("m1", Field::Millis(120_005)),
             ],
         );
         assert_eq!(
             got,
-            " a=plain b=\"two words\" c=\"\" n=7 f=1.5 d=127.0.0.1:80"
+            " a=plain b=\"two words\" c=\"\" n=7 f=1.5 d=127.0.0.1:80 a4=127.0.0.1:80 \
+             a6=[::1]:8080 m=1.23 m0=0.00 m1=120.01"
         );
     }
 
@@ -296,8 +347,13 @@ mod tests {
                 ("s", Field::Str("q\"x\n")),
                 ("n", Field::U64(7)),
                 ("f", Field::F64(f64::NAN)),
+                ("a", Field::Addr("10.0.0.1:3000".parse().unwrap())),
+                ("m", Field::Millis(99)),
             ],
         );
-        assert_eq!(got, r#","s":"q\"x\n","n":7,"f":null"#);
+        assert_eq!(
+            got,
+            r#","s":"q\"x\n","n":7,"f":null,"a":"10.0.0.1:3000","m":0.10"#
+        );
     }
 }

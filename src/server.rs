@@ -5,6 +5,7 @@ use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::services::listening::Service;
 
 use crate::proxy::Gateway;
 use crate::router::RouteTable;
@@ -48,17 +49,13 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(routes),
-        "beat-gateway",
-    );
-    // Pingora gives every downstream connection a 64 KiB read buffer, sized for TLS
-    // records. The gateway speaks plain HTTP/1 downstream, where the HTTP layer reads
-    // headers into its own small buffer and bodies in 64 KiB chunks, so the extra copy
-    // buys nothing and costs up to 64 KiB of memory per idle keep-alive connection.
+    let mut proxy = Service::new("beat-gateway".to_string(), Gateway::new(routes));
+    // Pingora gives every connection a 64 KiB read buffer (sized for TLS records) and a
+    // small write buffer. The gateway reads heads into its own buffer, streams bodies in
+    // 64 KiB reads and writes each head with its first body bytes in one call, so Pingora's
+    // buffers would only add copies, and memory on every idle keep-alive connection.
     proxy.add_listener(
-        ListenerConfig::tcp(settings.listen_addr()).l4_buffer(L4BufferSettings::default().read(0)),
+        ListenerConfig::tcp(settings.listen_addr()).l4_buffer(L4BufferSettings::unbuffered()),
     );
     server.add_service(proxy);
     Ok(server)

@@ -2,21 +2,31 @@
 //! query string is left out on purpose: it carries tokens (Phoenix sockets pass
 //! `?token=...`) that do not belong in logs.
 
-use pingora_core::Error;
-use pingora_proxy::Session;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::time::Instant;
 
-use super::ctx::RequestCtx;
+use super::request_id::RequestId;
 use crate::logging::{self, Field};
-use crate::router::Route;
 
-pub fn write(
-    session: &Session,
-    ctx: &RequestCtx,
-    route: Option<&Route>,
-    upstream: &str,
-    error: Option<&Error>,
-) {
-    let level = if error.is_some() || is_server_error(session) {
+/// What is known about a request when it ends.
+pub struct Entry<'a> {
+    pub start: Instant,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub upstream_addr: Option<SocketAddr>,
+    /// 0 when no response was sent.
+    pub status: u16,
+    pub request_id: &'a RequestId,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub error: Option<&'a dyn Display>,
+}
+
+pub fn write(e: &Entry<'_>) {
+    let level = if e.error.is_some() || e.status >= 500 {
         log::Level::Warn
     } else {
         log::Level::Info
@@ -25,47 +35,23 @@ pub fn write(
     if !logging::access_enabled(level) {
         return;
     }
-    let req = session.req_header();
-    let status = session.response_written().map_or(0, |r| r.status.as_u16());
-    let duration_ms = (ctx.start.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
-    let upstream_addr = OrDash(ctx.upstream_addr);
-    let error = error.map(|e| e.to_string());
+    let micros = u64::try_from(e.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let upstream_addr = e.upstream_addr.map_or(Field::Str("-"), Field::Addr);
+    let error = e.error.map_or(Field::Str("-"), Field::Display);
     logging::access(
         level,
         &[
-            ("method", Field::Str(req.method.as_str())),
-            ("path", Field::Str(req.uri.path())),
-            ("route", Field::Str(route.map_or("-", |r| r.name.as_str()))),
-            ("upstream", Field::Str(upstream)),
-            ("upstream_addr", Field::Display(&upstream_addr)),
-            ("status", Field::U64(u64::from(status))),
-            ("duration_ms", Field::F64(duration_ms)),
-            (
-                "request_id",
-                Field::Str(ctx.request_id.to_str().unwrap_or("-")),
-            ),
-            ("bytes_in", Field::U64(session.body_bytes_read() as u64)),
-            ("bytes_out", Field::U64(session.body_bytes_sent() as u64)),
-            ("error", Field::Str(error.as_deref().unwrap_or("-"))),
+            ("method", Field::Str(e.method)),
+            ("path", Field::Str(e.path)),
+            ("route", Field::Str(e.route)),
+            ("upstream", Field::Str(e.upstream)),
+            ("upstream_addr", upstream_addr),
+            ("status", Field::U64(u64::from(e.status))),
+            ("duration_ms", Field::Millis(micros)),
+            ("request_id", Field::Str(e.request_id.as_str())),
+            ("bytes_in", Field::U64(e.bytes_in)),
+            ("bytes_out", Field::U64(e.bytes_out)),
+            ("error", error),
         ],
     );
-}
-
-/// The response was a server error (the gateway's or the upstream's).
-fn is_server_error(session: &Session) -> bool {
-    session
-        .response_written()
-        .is_some_and(|r| r.status.is_server_error())
-}
-
-/// Display an optional value, `-` when absent, without building a String.
-struct OrDash<T>(Option<T>);
-
-impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(v) => v.fmt(f),
-            None => f.write_str("-"),
-        }
-    }
 }

@@ -1,186 +1,192 @@
-//! Headers the gateway sets: forwarding information towards the upstream, and the request
-//! id plus security headers on every response to the client (the gateway's own errors
-//! included). Values that never change are `static` so the hot path allocates nothing for
-//! them.
+//! Header rules, on raw header lines: which headers stay on their hop, which the gateway
+//! sets itself, and the lines it adds in each direction. Values that never change are
+//! byte constants, so the hot path formats nothing for them.
 
+use std::io::Write;
 use std::net::IpAddr;
 
-use http::header::{CONNECTION, HOST, HeaderName, HeaderValue};
-use pingora_core::Result;
-use pingora_http::{RequestHeader, ResponseHeader};
+use super::request_id::RequestId;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_FRAME_OPTIONS: HeaderName = HeaderName::from_static("x-frame-options");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-static X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
+/// Headers that describe one connection, never forwarded as received (RFC 9110 §7.6.1,
+/// plus the de-facto `Proxy-Connection` and the proxy credentials headers, which are for
+/// the gateway and must not reach a service). Framing headers are rewritten by the
+/// gateway from the framing it parsed.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    const HOP: [&str; 10] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "transfer-encoding",
+        "content-length",
+        "proxy-authorization",
+        "proxy-authenticate",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
 
-static HTTP: HeaderValue = HeaderValue::from_static("http");
-static DENY: HeaderValue = HeaderValue::from_static("DENY");
-static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+/// Headers the gateway sets towards the upstream, replacing the client's.
+pub fn is_set_upstream(name: &str) -> bool {
+    const SET: [&str; 5] = [
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "expect",
+    ];
+    SET.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
 
-/// Headers for the upstream request. The gateway is the edge, so `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` describe the client's request and replace anything it claimed;
-/// `X-Forwarded-For` keeps the incoming chain and appends the client's address. `Host` is
-/// left as the client sent it, so services that build absolute URLs (OpenID discovery,
-/// Swagger) point clients back at the gateway.
-pub fn to_upstream(
-    req: &mut RequestHeader,
+/// Headers the gateway sets on every response to the client, replacing the upstream's.
+pub fn is_set_downstream(name: &str) -> bool {
+    const SET: [&str; 3] = ["x-request-id", "x-frame-options", "x-content-type-options"];
+    SET.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// The comma-separated tokens of a `Connection` header value, trimmed.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// `name` is listed in one of the `Connection` header values, so it is hop-by-hop.
+pub fn is_nominated(connection: &[&[u8]], name: &str) -> bool {
+    connection
+        .iter()
+        .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+}
+
+/// Append `name: value\r\n`.
+pub fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The forwarding headers for the upstream. The gateway is the edge, so
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` describe the client's request and replace
+/// anything it claimed; `X-Forwarded-For` keeps the incoming chain (all its lines, in order)
+/// and appends the client's address. `Host` itself is passed through as the client sent it,
+/// so services that build absolute URLs (OpenID discovery, Swagger) point back at the
+/// gateway.
+pub fn write_forwarding<'h>(
+    out: &mut Vec<u8>,
+    forwarded_for: impl Iterator<Item = &'h [u8]>,
     client_ip: Option<IpAddr>,
-    request_id: &HeaderValue,
-) -> Result<()> {
-    req.insert_header(X_REQUEST_ID.clone(), request_id.clone())?;
-    if let Some(ip) = client_ip {
-        let forwarded_for = forwarded_for(req, ip);
-        req.insert_header(X_FORWARDED_FOR.clone(), forwarded_for)?;
-    }
-    req.insert_header(X_FORWARDED_PROTO.clone(), HTTP.clone())?;
-    match req.headers.get(HOST).cloned() {
-        Some(host) => req.insert_header(X_FORWARDED_HOST.clone(), host)?,
-        None => {
-            req.remove_header(&X_FORWARDED_HOST);
-        }
-    }
-    Ok(())
-}
-
-/// The incoming `X-Forwarded-For` values (all header lines, in order) with `ip` appended.
-fn forwarded_for(req: &RequestHeader, ip: IpAddr) -> String {
-    let ip = ip.to_canonical();
-    let mut out = String::new();
-    for v in req.headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(v) = v.to_str() {
-            let v = v.trim();
-            if !v.is_empty() {
-                out.push_str(v);
-                out.push_str(", ");
+    host: Option<&[u8]>,
+    request_id: &RequestId,
+) {
+    line(out, b"X-Request-ID", request_id.as_bytes());
+    let mut chain = forwarded_for
+        .map(<[u8]>::trim_ascii)
+        .filter(|v| !v.is_empty())
+        .peekable();
+    if client_ip.is_some() || chain.peek().is_some() {
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        let mut first = true;
+        for v in chain {
+            if !first {
+                out.extend_from_slice(b", ");
             }
+            out.extend_from_slice(v);
+            first = false;
         }
+        if let Some(ip) = client_ip {
+            if !first {
+                out.extend_from_slice(b", ");
+            }
+            let _ = write!(out, "{}", ip.to_canonical());
+        }
+        out.extend_from_slice(b"\r\n");
     }
-    use std::fmt::Write;
-    let _ = write!(out, "{ip}");
-    out
+    out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+    if let Some(host) = host {
+        line(out, b"X-Forwarded-Host", host);
+    }
 }
 
-/// Headers every response to the client carries, overriding the upstream's.
-pub fn to_client(resp: &mut ResponseHeader, request_id: &HeaderValue) -> Result<()> {
-    resp.insert_header(X_REQUEST_ID.clone(), request_id.clone())?;
-    resp.insert_header(X_FRAME_OPTIONS.clone(), DENY.clone())?;
-    resp.insert_header(X_CONTENT_TYPE_OPTIONS.clone(), NOSNIFF.clone())?;
-    Ok(())
-}
-
-/// Drop the upstream's hop-by-hop headers from a response: `Keep-Alive`,
-/// `Proxy-Connection`, and every header its `Connection` names. (Pingora does this for
-/// requests, and writes its own `Connection` to the client.) A `101 Switching Protocols`
-/// keeps its `Connection`/`Upgrade`: the client needs them to complete the handshake.
-pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
-    resp.remove_header(&KEEP_ALIVE);
-    resp.remove_header(&PROXY_CONNECTION);
-    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
-        return;
-    }
-    let Some(connection) = resp.headers.get(CONNECTION) else {
-        return;
-    };
-    let nominated: Vec<HeaderName> = connection
-        .to_str()
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in &nominated {
-        resp.remove_header(name);
-    }
-    resp.remove_header(&CONNECTION);
+/// The headers every response to the client carries, the gateway's own errors included.
+pub fn write_to_client(out: &mut Vec<u8>, request_id: &RequestId) {
+    line(out, b"X-Request-ID", request_id.as_bytes());
+    out.extend_from_slice(b"X-Frame-Options: DENY\r\nX-Content-Type-Options: nosniff\r\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::request_id::accept_or_generate;
 
-    fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
-        for (k, v) in headers {
-            req.append_header(k.to_string(), *v).unwrap();
-        }
-        req
-    }
-
-    fn get<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-        req.headers.get(name).map(|v| v.to_str().unwrap())
+    fn text(out: &[u8]) -> &str {
+        std::str::from_utf8(out).unwrap()
     }
 
     #[test]
     fn appends_client_to_forwarded_for_chain() {
-        let id = HeaderValue::from_static("id-1");
-        let mut req = request(&[
-            ("x-forwarded-for", "10.0.0.1"),
-            ("X-Forwarded-For", "10.0.0.2"),
-        ]);
-        to_upstream(&mut req, Some("192.0.2.7".parse().unwrap()), &id).unwrap();
-        assert_eq!(
-            get(&req, "x-forwarded-for"),
-            Some("10.0.0.1, 10.0.0.2, 192.0.2.7")
+        let id = accept_or_generate(Some(b"id-1"));
+        let mut out = Vec::new();
+        let chain: [&[u8]; 3] = [b" 10.0.0.1 ", b"", b"10.0.0.2, 10.0.0.3"];
+        write_forwarding(
+            &mut out,
+            chain.into_iter(),
+            Some("192.0.2.7".parse().unwrap()),
+            Some(b"api.example.org"),
+            &id,
         );
-        assert_eq!(req.headers.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            text(&out),
+            "X-Request-ID: id-1\r\n\
+             X-Forwarded-For: 10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7\r\n\
+             X-Forwarded-Proto: http\r\n\
+             X-Forwarded-Host: api.example.org\r\n"
+        );
 
-        let mut req = request(&[]);
-        to_upstream(&mut req, Some("::ffff:127.0.0.1".parse().unwrap()), &id).unwrap();
-        assert_eq!(get(&req, "x-forwarded-for"), Some("127.0.0.1"));
+        let mut out = Vec::new();
+        let ip = "::ffff:127.0.0.1".parse().ok();
+        write_forwarding(&mut out, std::iter::empty(), ip, None, &id);
+        assert!(text(&out).contains("X-Forwarded-For: 127.0.0.1\r\n"));
+        assert!(!text(&out).contains("X-Forwarded-Host"));
     }
 
     #[test]
-    fn sets_proto_host_and_request_id_overriding_client_claims() {
-        let id = HeaderValue::from_static("id-2");
-        let mut req = request(&[
-            ("host", "api.example.org"),
-            ("x-forwarded-proto", "https"),
-            ("x-forwarded-host", "evil.example"),
-            ("x-request-id", "other"),
-        ]);
-        to_upstream(&mut req, None, &id).unwrap();
-        assert_eq!(get(&req, "x-forwarded-proto"), Some("http"));
-        assert_eq!(get(&req, "x-forwarded-host"), Some("api.example.org"));
-        assert_eq!(get(&req, "x-request-id"), Some("id-2"));
-        assert_eq!(get(&req, "host"), Some("api.example.org"));
+    fn classifies_headers_case_insensitively() {
+        for h in [
+            "Connection",
+            "KEEP-ALIVE",
+            "te",
+            "Transfer-Encoding",
+            "Upgrade",
+        ] {
+            assert!(is_hop_by_hop(h), "{h}");
+        }
+        for h in ["Host", "Cookie", "Authorization", "X-Forwarded-Hostname"] {
+            assert!(!is_hop_by_hop(h) && !is_set_upstream(h), "{h}");
+        }
+        assert!(is_set_upstream("X-Forwarded-For"));
+        assert!(is_set_downstream("x-frame-options"));
+        assert!(!is_set_downstream("content-type"));
     }
 
     #[test]
-    fn security_headers_override_upstream_values() {
-        let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.append_header("X-Frame-Options", "SAMEORIGIN").unwrap();
-        to_client(&mut resp, &HeaderValue::from_static("id-3")).unwrap();
-        assert_eq!(resp.headers.get_all("x-frame-options").iter().count(), 1);
-        assert_eq!(resp.headers["x-frame-options"], "DENY");
-        assert_eq!(resp.headers["x-content-type-options"], "nosniff");
-        assert_eq!(resp.headers["x-request-id"], "id-3");
+    fn connection_nominates_headers() {
+        let conn: [&[u8]; 2] = [b"keep-alive, X-Private", b" Upgrade "];
+        assert!(is_nominated(&conn, "x-private"));
+        assert!(is_nominated(&conn, "upgrade"));
+        assert!(!is_nominated(&conn, "x-priv"));
+        assert_eq!(tokens(b" a,, b ,").collect::<Vec<_>>(), [&b"a"[..], b"b"]);
     }
 
     #[test]
-    fn strips_connection_nominated_response_headers() {
-        let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.append_header("Connection", "X-Private, keep-alive")
-            .unwrap();
-        resp.append_header("X-Private", "1").unwrap();
-        resp.append_header("Keep-Alive", "timeout=5").unwrap();
-        resp.append_header("X-Kept", "1").unwrap();
-        strip_hop_by_hop(&mut resp);
-        assert!(resp.headers.get("x-private").is_none());
-        assert!(resp.headers.get("keep-alive").is_none());
-        assert!(resp.headers.get("connection").is_none());
-        assert_eq!(resp.headers["x-kept"], "1");
-
-        let mut upgrade = ResponseHeader::build(101, None).unwrap();
-        upgrade.append_header("Connection", "Upgrade").unwrap();
-        upgrade.append_header("Upgrade", "websocket").unwrap();
-        strip_hop_by_hop(&mut upgrade);
-        assert_eq!(upgrade.headers["connection"], "Upgrade");
-        assert_eq!(upgrade.headers["upgrade"], "websocket");
+    fn client_headers_are_fixed_lines() {
+        let mut out = Vec::new();
+        write_to_client(&mut out, &accept_or_generate(Some(b"id-3")));
+        assert_eq!(
+            text(&out),
+            "X-Request-ID: id-3\r\nX-Frame-Options: DENY\r\nX-Content-Type-Options: nosniff\r\n"
+        );
     }
 }

@@ -3,16 +3,48 @@
 //! client sends (too long, spaces, quotes, control bytes) would end up in our logs and in
 //! every service's, so it is replaced rather than trusted.
 
-use http::HeaderValue;
 use uuid::Uuid;
 
 /// Longest client-supplied id kept.
 const MAX_LEN: usize = 128;
 
-/// The id for this request, given the client's `X-Request-ID` (if any).
-pub fn accept_or_generate(incoming: Option<&HeaderValue>) -> HeaderValue {
+/// A request id, held inline: no allocation per request.
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    len: u8,
+    bytes: [u8; MAX_LEN],
+}
+
+impl RequestId {
+    /// ASCII letters, digits and `.-_` only (see `is_sane`), so always valid UTF-8.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("-")
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    fn from_sane(id: &[u8]) -> Self {
+        let mut bytes = [0u8; MAX_LEN];
+        bytes[..id.len()].copy_from_slice(id);
+        RequestId {
+            len: id.len() as u8,
+            bytes,
+        }
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+/// The id for this request, given the client's `X-Request-ID` value (if any).
+pub fn accept_or_generate(incoming: Option<&[u8]>) -> RequestId {
     match incoming {
-        Some(v) if is_sane(v.as_bytes()) => v.clone(),
+        Some(v) if is_sane(v) => RequestId::from_sane(v),
         _ => generate(),
     }
 }
@@ -24,25 +56,24 @@ fn is_sane(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn generate() -> HeaderValue {
+fn generate() -> RequestId {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let text = Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(text).expect("a hyphenated UUID is ASCII")
+    RequestId::from_sane(text.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn is_uuid_v4(v: &HeaderValue) -> bool {
-        Uuid::parse_str(v.to_str().unwrap()).is_ok_and(|u| u.get_version_num() == 4)
+    fn is_uuid_v4(v: &RequestId) -> bool {
+        Uuid::parse_str(v.as_str()).is_ok_and(|u| u.get_version_num() == 4)
     }
 
     #[test]
     fn keeps_a_sane_client_id() {
         for id in ["abc", "req-123_x.y", "0", &"a".repeat(128)] {
-            let v = HeaderValue::from_str(id).unwrap();
-            assert_eq!(accept_or_generate(Some(&v)), v);
+            assert_eq!(accept_or_generate(Some(id.as_bytes())).as_str(), id);
         }
     }
 
@@ -58,14 +89,16 @@ mod tests {
             &"a".repeat(129),
             "é",
         ] {
-            let v = HeaderValue::from_bytes(id.as_bytes()).unwrap();
-            let out = accept_or_generate(Some(&v));
+            let out = accept_or_generate(Some(id.as_bytes()));
             assert!(is_uuid_v4(&out), "{id:?} gave {out:?}");
         }
     }
 
     #[test]
     fn generated_ids_differ() {
-        assert_ne!(accept_or_generate(None), accept_or_generate(None));
+        assert_ne!(
+            accept_or_generate(None).as_str(),
+            accept_or_generate(None).as_str()
+        );
     }
 }

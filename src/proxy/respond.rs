@@ -1,100 +1,90 @@
 //! The gateway's own responses: a JSON body naming the problem and the request id, with the
-//! same request id and security headers as a proxied response. Also the mapping from a
-//! Pingora error to the status the client sees.
+//! same request id and security headers as a proxied response.
 
-use bytes::Bytes;
-use http::HeaderValue;
-use pingora_core::{Error, ErrorSource, ErrorType, Result};
-use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
+use std::io::Write;
 
 use super::headers;
+use super::request_id::RequestId;
 
-/// Write a complete JSON error response.
-pub async fn error(
-    session: &mut Session,
+/// Write a complete JSON error response into `out`. `head_only` answers a HEAD request
+/// (the length is announced, the body left out); `close` tells the client the connection
+/// ends after it.
+pub fn error(
+    out: &mut Vec<u8>,
     status: u16,
     message: &str,
-    request_id: &HeaderValue,
-) -> Result<()> {
-    let body = Bytes::from(error_body(status, message, request_id));
-    let mut resp = ResponseHeader::build(status, Some(6))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    headers::to_client(&mut resp, request_id)?;
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
+    request_id: &RequestId,
+    head_only: bool,
+    close: bool,
+) {
+    let body = error_body(status, message, request_id);
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    out.clear();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nCache-Control: no-store\r\n",
+        body.len()
+    );
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
     }
-    Ok(())
+    headers::write_to_client(out, request_id);
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(&body);
+    }
 }
 
-fn error_body(status: u16, message: &str, request_id: &HeaderValue) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
+fn error_body(status: u16, message: &str, request_id: &RequestId) -> Vec<u8> {
+    let body = serde_json::json!({
         "error": message,
         "status": status,
-        "request_id": request_id.to_str().unwrap_or_default(),
-    }))
-    .expect("a JSON object of strings and numbers serialises")
-}
-
-/// What went wrong, as the client should see it: the status and a short message. Status 0
-/// means the client is gone and nothing can be sent.
-pub fn classify(e: &Error) -> (u16, &'static str) {
-    use ErrorType::*;
-    match (e.esource(), e.etype()) {
-        (_, HTTPStatus(502)) => (502, "upstream unavailable"),
-        (_, HTTPStatus(code)) => (*code, "request failed"),
-        (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
-            (504, "upstream timed out")
-        }
-        (ErrorSource::Upstream, _) => (502, "upstream unavailable"),
-        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => (0, ""),
-        (ErrorSource::Downstream, ReadTimedout | WriteTimedout) => (408, "request timed out"),
-        (ErrorSource::Downstream, _) => (400, "bad request"),
-        (ErrorSource::Internal | ErrorSource::Unset, _) => (500, "internal error"),
-    }
+        "request_id": request_id.as_str(),
+    });
+    // A JSON object of strings and a number always serialises.
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::request_id::accept_or_generate;
 
     #[test]
-    fn body_is_json_with_request_id() {
-        let body = error_body(
-            404,
-            "no route for this path",
-            &HeaderValue::from_static("r-1"),
-        );
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    fn json_error_with_request_id_and_headers() {
+        let id = accept_or_generate(Some(b"r-1"));
+        let mut out = Vec::new();
+        error(&mut out, 404, "no route for this path", &id, false, true);
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+        for h in [
+            "Content-Type: application/json",
+            "Connection: close",
+            "X-Request-ID: r-1",
+            "X-Frame-Options: DENY",
+            "X-Content-Type-Options: nosniff",
+            &format!("Content-Length: {}", body.len()),
+        ] {
+            assert!(head.contains(h), "{h} missing in {head}");
+        }
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"], "no route for this path");
         assert_eq!(v["status"], 404);
         assert_eq!(v["request_id"], "r-1");
     }
 
     #[test]
-    fn upstream_errors_map_to_502_and_504() {
-        let up = |t| {
-            let mut e = Error::new(t);
-            e.as_up();
-            e
-        };
-        assert_eq!(classify(&up(ErrorType::ConnectRefused)).0, 502);
-        assert_eq!(classify(&up(ErrorType::ConnectNoRoute)).0, 502);
-        assert_eq!(classify(&up(ErrorType::ConnectionClosed)).0, 502);
-        assert_eq!(classify(&up(ErrorType::ReadTimedout)).0, 504);
-        assert_eq!(classify(&up(ErrorType::ConnectTimedout)).0, 504);
-        let mut down = Error::new(ErrorType::ConnectionClosed);
-        down.as_down();
-        assert_eq!(classify(&down).0, 0);
-        let mut bad = Error::new(ErrorType::InvalidHTTPHeader);
-        bad.as_down();
-        assert_eq!(classify(&bad).0, 400);
-        assert_eq!(classify(&Error::new(ErrorType::HTTPStatus(502))).0, 502);
+    fn head_requests_get_the_length_without_the_body() {
+        let id = accept_or_generate(Some(b"r-2"));
+        let mut out = Vec::new();
+        error(&mut out, 502, "upstream unavailable", &id, true, false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("\r\n\r\n") && text.contains("Content-Length: "));
+        assert!(!text.contains("Connection:"));
     }
 }

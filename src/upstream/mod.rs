@@ -1,24 +1,21 @@
 //! Where a route's requests go: the service's address, found without blocking the event
-//! loop, and the Pingora peer built from it.
+//! loop, and connections to it, kept alive and reused.
 //!
-//! Pingora's `HttpPeer::new("host:port")` resolves names with a blocking call and panics when
-//! that fails. Here names are resolved on tokio's blocking pool, cached, refreshed in the
-//! background, and refreshed at once after a failed connect, so a container that restarts
-//! with a new address is found again. Peers are always built from socket addresses.
+//! Names are resolved on tokio's blocking pool, cached, refreshed in the background, and
+//! refreshed at once after a failed connect, so a container that restarts with a new
+//! address is found again.
 
+mod pool;
 mod resolve;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use pingora_core::upstreams::peer::HttpPeer;
+use tokio::net::TcpStream;
 
 pub use resolve::{ResolveError, Resolver};
 
 use crate::router::Route;
-
-/// How long idle upstream connections are kept for reuse.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The upstream of one route.
 #[derive(Debug)]
@@ -26,6 +23,29 @@ pub struct Upstream {
     resolver: Resolver,
     connect_timeout: Duration,
     read_timeout: Duration,
+    pool: pool::Pool,
+}
+
+/// A connection to the upstream.
+#[derive(Debug)]
+pub struct Connection {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    /// It served an earlier request (so it may have been closed by the service meanwhile).
+    pub reused: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("connect to {addr}: {source}")]
+    Failed {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connect to {addr}: timed out after {after:?}")]
+    TimedOut { addr: SocketAddr, after: Duration },
 }
 
 impl Upstream {
@@ -34,6 +54,7 @@ impl Upstream {
             resolver: Resolver::new(&route.host, route.port),
             connect_timeout: route.connect_timeout,
             read_timeout: route.read_timeout,
+            pool: pool::Pool::default(),
         }
     }
 
@@ -42,27 +63,48 @@ impl Upstream {
         self.resolver.target()
     }
 
-    pub async fn address(&self) -> Result<SocketAddr, ResolveError> {
-        self.resolver.address().await
+    /// How long the upstream may stay silent while the gateway waits on it.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
     }
 
-    /// The address may be stale (the service moved): look the name up again now.
-    pub fn connect_failed(&self) {
-        self.resolver.refresh_soon();
-    }
-
-    /// A peer for `addr`. Upgraded connections (WebSocket) get no read timeout: a socket
-    /// that is open but quiet is legitimate there, and Pingora would otherwise apply the
-    /// read timeout to the tunnel.
-    pub fn peer(&self, addr: SocketAddr, upgrade: bool) -> Box<HttpPeer> {
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        let options = &mut peer.options;
-        options.connection_timeout = Some(self.connect_timeout);
-        options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-        if !upgrade {
-            options.read_timeout = Some(self.read_timeout);
-            options.write_timeout = Some(self.read_timeout);
+    /// An idle pooled connection, else a new one.
+    pub async fn connect(&self, fresh: bool) -> Result<Connection, ConnectError> {
+        if !fresh && let Some((stream, addr)) = self.pool.take() {
+            return Ok(Connection {
+                stream,
+                addr,
+                reused: true,
+            });
         }
-        Box::new(peer)
+        let addr = self.resolver.address().await?;
+        let failed = |source| {
+            // The address may be stale (the service moved): look the name up again now.
+            self.resolver.refresh_soon();
+            ConnectError::Failed { addr, source }
+        };
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return Err(failed(e)),
+                Err(_) => {
+                    self.resolver.refresh_soon();
+                    return Err(ConnectError::TimedOut {
+                        addr,
+                        after: self.connect_timeout,
+                    });
+                }
+            };
+        stream.set_nodelay(true).map_err(failed)?;
+        Ok(Connection {
+            stream,
+            addr,
+            reused: false,
+        })
+    }
+
+    /// Hand back a connection whose last response was read to its end.
+    pub fn release(&self, connection: Connection) {
+        self.pool.put(connection.stream, connection.addr);
     }
 }
