@@ -271,17 +271,6 @@ def run_wrk(url, conns, seconds, threads):
 
 
 async def ws_round_trips(port, count):
-    # Pingora 0.9.1 may close an upgraded connection right after the 101
-    # (cloudflare/pingora#946): reconnect a few times, as a client would.
-    for attempt in range(5):
-        try:
-            return await ws_round_trips_once(port, count)
-        except Exception as e:  # websockets raises ConnectionClosed subclasses
-            print(f"  ws attempt {attempt + 1} on :{port} failed: {e!r}", flush=True)
-    raise RuntimeError(f"WebSocket through :{port} failed 5 times")
-
-
-async def ws_round_trips_once(port, count):
     import websockets  # installed by bench/run.sh
     async with websockets.connect(f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0",
                                   max_size=None, compression=None) as ws:

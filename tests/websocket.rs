@@ -82,3 +82,21 @@ async fn upgrade_to_a_dead_upstream_is_a_json_502() {
         other => panic!("expected an HTTP 502, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_fresh_upgrade_carries_frames() {
+    // Many short-lived sockets against a fast local service: each must pass its first
+    // frame (a proxy that races the 101 against the tunnel loses a few per cent here).
+    let up = upstream::http("messaging").await;
+    let gw = Gateway::start(&config(&[(
+        "websocket",
+        "/socket",
+        up.addr,
+        r#""strip_prefix": false"#,
+    )]));
+    let url = format!("ws://127.0.0.1:{}/socket/websocket", gw.port);
+    for i in 0..200 {
+        let mut ws = support::ws_connect_echoing(&url, &format!("hello {i}")).await;
+        ws.close(None).await.unwrap();
+    }
+}

@@ -164,10 +164,13 @@ impl Client {
         }
     }
 
-    /// Read more of the head. False: the client left or sent nothing more.
+    /// Read more of the head, never past [`MAX_HEAD`] (plus one byte, to tell a head that
+    /// is too large). Ok(false): the client left or sent nothing more.
     async fn read_more(&mut self, deadline: tokio::time::Instant) -> Result<bool, ()> {
-        self.buf.reserve(4 * 1024);
-        match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+        let room = (MAX_HEAD + 1).saturating_sub(self.buf.len());
+        self.buf.reserve(room.min(4 * 1024));
+        let mut limited = (&mut self.stream).take(room as u64);
+        match tokio::time::timeout_at(deadline, limited.read_buf(&mut self.buf)).await {
             Ok(Ok(n)) => Ok(n > 0),
             Ok(Err(_)) => Ok(false),
             Err(_) => Err(()),
@@ -249,7 +252,11 @@ impl Gateway {
                 Ok(prepared) => break prepared,
                 Err(Incomplete) if client.buf.len() >= MAX_HEAD => {
                     let id = request_id::accept_or_generate(None);
-                    let refusal = refusal(431, "request head too large", id);
+                    let refusal = if client.buf.contains(&b'\n') {
+                        refusal(431, "request head too large", id)
+                    } else {
+                        refusal(414, "request target too long", id)
+                    };
                     return self.refuse(client, refusal, start, out).await;
                 }
                 Err(Incomplete) => match client.read_more(deadline).await {
@@ -395,8 +402,15 @@ impl Gateway {
                     outcome.error = None;
                     break (conn, resp);
                 }
+                // Nothing came back on a pooled connection: the service had closed it. The
+                // request may have been read before that, so only an idempotent one is
+                // sent again.
                 Err(Failure::Upstream(_))
-                    if conn.reused && !fresh && req.framing == Framing::Empty && buf.is_empty() =>
+                    if conn.reused
+                        && !fresh
+                        && req.idempotent
+                        && req.framing == Framing::Empty
+                        && buf.is_empty() =>
                 {
                     fresh = true;
                 }

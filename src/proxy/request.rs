@@ -36,6 +36,9 @@ pub struct Request {
     pub method: Range<usize>,
     pub path: Range<usize>,
     pub is_head: bool,
+    /// GET, HEAD, OPTIONS, PUT, DELETE (RFC 9110 §9.2.2): safe to send again when a pooled
+    /// connection turns out to be closed after the request went out.
+    pub idempotent: bool,
     pub route: usize,
     pub framing: Framing,
     /// The client allows the connection to be reused after the response.
@@ -342,6 +345,7 @@ impl<'b> Head<'b> {
             method,
             path,
             is_head: self.method == "HEAD",
+            idempotent: matches!(self.method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE"),
             route: route.index,
             framing: self.framing,
             keep_alive: self.keep_alive,

@@ -29,6 +29,11 @@ pub fn error(
          Content-Length: {}\r\nCache-Control: no-store\r\n",
         body.len()
     );
+    // The gateway is the origin of this response, and origins with a clock send a Date.
+    let now = jiff::Timestamp::now();
+    if let Ok(date) = jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(&now) {
+        headers::line(out, b"Date", date.as_bytes());
+    }
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
@@ -62,12 +67,14 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+        assert!(head.contains("\r\nDate: "), "{head}");
         for h in [
             "Content-Type: application/json",
             "Connection: close",
             "X-Request-ID: r-1",
             "X-Frame-Options: DENY",
             "X-Content-Type-Options: nosniff",
+            " GMT\r\n",
             &format!("Content-Length: {}", body.len()),
         ] {
             assert!(head.contains(h), "{h} missing in {head}");

@@ -188,6 +188,7 @@ mod tests {
             method: 0..0,
             path: 0..0,
             is_head,
+            idempotent: true,
             route: 0,
             framing: Framing::Empty,
             keep_alive: true,

@@ -276,33 +276,21 @@ pub async fn json(resp: reqwest::Response) -> serde_json::Value {
 pub type WebSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Open a WebSocket through the gateway and check that a first text frame comes back.
-///
-/// Pingora 0.9.1 sometimes tears an upgraded connection down right after the 101 when the
-/// upstream answers faster than Pingora drains the upgrade request's empty body
-/// (cloudflare/pingora#946, fix proposed in #947). A client sees the 101, then a reset
-/// before any frame. Phoenix clients reconnect; so does this helper, up to 5 times, and it
-/// says so. Anything else (no 101, a wrong echo) fails at once.
+/// Open a WebSocket through the gateway and check that the first frame is echoed.
 pub async fn ws_connect_echoing(url: &str, first: &str) -> WebSocket {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    for attempt in 1..=5 {
-        let (mut ws, resp) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("WebSocket upgrade");
-        assert_eq!(resp.status(), 101);
-        ws.send(Message::text(first))
-            .await
-            .expect("send the first frame");
-        match ws.next().await {
-            Some(Ok(reply)) => {
-                assert_eq!(reply, Message::text(first), "first frame not echoed");
-                return ws;
-            }
-            other => eprintln!(
-                "attempt {attempt}: tunnel closed after the 101 ({other:?}); pingora#946, reconnecting"
-            ),
-        }
-    }
-    panic!("WebSocket through the gateway failed 5 times in a row");
+    let (mut ws, resp) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("WebSocket upgrade");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text(first))
+        .await
+        .expect("send the first frame");
+    let reply = ws.next().await;
+    assert!(
+        matches!(&reply, Some(Ok(m)) if *m == Message::text(first)),
+        "first frame not echoed: {reply:?}"
+    );
+    ws
 }

@@ -1,0 +1,295 @@
+//! HTTP/1 behaviour clients and attackers exercise directly, over raw sockets: pipelining,
+//! `100 Continue`, HTTP/1.0 clients, heads the gateway refuses (always as JSON with a
+//! request id), bad chunked bodies, and pooled connections the service closed.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{Gateway, config, upstream};
+
+/// One response read off a connection: the head (lowercased) and the body, decoded.
+struct Reply {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn status(&self) -> u16 {
+        self.head[9..12].parse().unwrap()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(str::trim)
+    }
+}
+
+fn connect(gw: &Gateway) -> (TcpStream, BufReader<TcpStream>) {
+    let sock = TcpStream::connect(gw.addr()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let reader = BufReader::new(sock.try_clone().unwrap());
+    (sock, reader)
+}
+
+/// Read one response: Content-Length, chunked, or (for `close`) until the end.
+fn read_reply(r: &mut BufReader<TcpStream>, head_request: bool) -> Reply {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "closed; got {head:?}");
+        head.push_str(&line.to_ascii_lowercase());
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut reply = Reply {
+        head,
+        body: Vec::new(),
+    };
+    if head_request || reply.status() == 100 {
+        return reply;
+    }
+    if let Some(len) = reply.header("content-length") {
+        reply.body = vec![0; len.parse().unwrap()];
+        r.read_exact(&mut reply.body).unwrap();
+    } else if reply.header("transfer-encoding") == Some("chunked") {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).unwrap();
+            reply.body.extend_from_slice(&chunk[..n]);
+            if n == 0 {
+                break;
+            }
+        }
+    } else {
+        r.read_to_end(&mut reply.body).unwrap();
+    }
+    reply
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order() {
+    let (_up, gw) = support::core_gateway("core").await;
+    let (mut sock, mut r) = connect(&gw);
+    sock.write_all(
+        b"GET /core/p1 HTTP/1.1\r\nHost: a\r\n\r\n\
+          POST /core/p2 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+          POST /core/p3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          HEAD /core/p4 HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET /core/p5 HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .unwrap();
+    for (path, bytes) in [("/p1", 0), ("/p2", 5), ("/p3", 3)] {
+        let reply = read_reply(&mut r, false);
+        assert_eq!(reply.status(), 200, "{}", reply.head);
+        let body = reply.json();
+        assert_eq!(body["path"], path);
+        assert_eq!(body["body_bytes"], bytes, "{body}");
+    }
+    let head = read_reply(&mut r, true);
+    assert_eq!(head.status(), 200);
+    assert!(head.header("content-length").is_some(), "{}", head.head);
+    assert_eq!(read_reply(&mut r, false).json()["path"], "/p5");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_continue_gets_100_before_the_body() {
+    let (_up, gw) = support::core_gateway("core").await;
+    let (mut sock, mut r) = connect(&gw);
+    sock.write_all(
+        b"PUT /core/put HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let interim = read_reply(&mut r, false);
+    assert_eq!(interim.status(), 100, "{}", interim.head);
+    sock.write_all(b"data").unwrap();
+    let reply = read_reply(&mut r, false);
+    assert_eq!(reply.status(), 200);
+    let body = reply.json();
+    assert_eq!(body["body_bytes"], 4);
+    // The expectation was met by the gateway; the service is not asked again.
+    assert!(body["headers"].get("expect").is_none(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http10_client_gets_a_decoded_body_then_close() {
+    let (_up, gw) = support::core_gateway("core").await;
+    let (mut sock, mut r) = connect(&gw);
+    // The service streams /chunked with chunked coding, which HTTP/1.0 cannot read.
+    sock.write_all(b"GET /core/chunked HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut r, false);
+    assert_eq!(reply.status(), 200);
+    assert!(
+        reply.header("transfer-encoding").is_none(),
+        "{}",
+        reply.head
+    );
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert_eq!(reply.body, b"one,two,three");
+
+    // Keep-alive on request, with a length the client can use.
+    let (mut sock, mut r) = connect(&gw);
+    for i in 0..2 {
+        write!(
+            sock,
+            "GET /core/k{i} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        )
+        .unwrap();
+        let reply = read_reply(&mut r, false);
+        assert_eq!(reply.header("connection"), Some("keep-alive"));
+        assert_eq!(reply.json()["path"], format!("/k{i}"));
+        // HTTP/1.1 services need a Host; the gateway supplies the upstream's.
+        assert!(reply.json()["headers"]["host"].as_str().is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_heads_get_json_with_a_request_id() {
+    let (_up, gw) = support::core_gateway("core").await;
+    let long_target = format!(
+        "GET /core/{} HTTP/1.1\r\nHost: a\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let big_headers = format!(
+        "GET /core/x HTTP/1.1\r\nHost: a\r\n{}\r\n",
+        "X-Filler: 0123456789012345678901234567890123456789\r\n".repeat(800)
+    );
+    let cases: Vec<(&[u8], u16)> = vec![
+        (b"GET /core/x HTTP/1.1\r\n\r\n", 400),
+        (b"GET /core/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (
+            b"GET /core/x HTTP/1.1\r\nHost: a\r\nBad Header: 1\r\n\r\n",
+            400,
+        ),
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+        (
+            b"CONNECT core:3000 HTTP/1.1\r\nHost: core:3000\r\n\r\n",
+            405,
+        ),
+        (
+            b"PUT /core/x HTTP/1.1\r\nHost: a\r\nExpect: later\r\nContent-Length: 1\r\n\r\nx",
+            417,
+        ),
+        (long_target.as_bytes(), 414),
+        (big_headers.as_bytes(), 431),
+    ];
+    for (raw, status) in cases {
+        let (mut sock, mut r) = connect(&gw);
+        let _ = sock.write_all(raw);
+        let reply = read_reply(&mut r, false);
+        let shown = String::from_utf8_lossy(&raw[..raw.len().min(60)]).into_owned();
+        assert_eq!(reply.status(), status, "{shown:?}\n{}", reply.head);
+        let id = reply
+            .header("x-request-id")
+            .expect("request id header")
+            .to_owned();
+        assert_eq!(reply.json()["request_id"], id.as_str(), "{shown:?}");
+        assert_eq!(reply.json()["status"], status);
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_chunked_body_is_a_400_and_the_connection_ends() {
+    let (_up, gw) = support::core_gateway("core").await;
+    for body in [
+        &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+        b"5\r\nhelloXX\r\n0\r\n\r\n",
+        b"5\nhello\n0\n\n",
+    ] {
+        let (mut sock, mut r) = connect(&gw);
+        sock.write_all(
+            b"POST /core/upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+        sock.write_all(body).unwrap();
+        let reply = read_reply(&mut r, false);
+        assert_eq!(reply.status(), 400, "{}", String::from_utf8_lossy(body));
+        assert_eq!(reply.header("connection"), Some("close"));
+        let mut rest = Vec::new();
+        assert_eq!(
+            r.read_to_end(&mut rest).unwrap_or(0),
+            0,
+            "connection left open"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pooled_connection_closed_by_the_service_is_retried_for_idempotent_requests() {
+    // Answers without `Connection: close`, then closes: every pooled connection is stale.
+    let (raw, mut seen) = upstream::raw(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let gw = Gateway::start(&config(&[(
+        "core-service",
+        "/core",
+        raw.addr,
+        r#""strip_prefix": true"#,
+    )]));
+    let (mut sock, mut r) = connect(&gw);
+    for i in 0..5 {
+        write!(sock, "GET /core/g{i} HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let reply = read_reply(&mut r, false);
+        assert_eq!(reply.status(), 200, "request {i}: {}", reply.head);
+        assert_eq!(reply.body, b"ok");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut heads = 0;
+    while seen.try_recv().is_ok() {
+        heads += 1;
+    }
+    assert!(heads >= 5, "the service saw {heads} requests");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn response_framing_from_the_service_is_normalised() {
+    // Both Transfer-Encoding and Content-Length: the chunked coding wins and the length
+    // is not passed on; the body ends where the chunks do.
+    let (raw, _seen) = upstream::raw(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    )
+    .await;
+    let gw = Gateway::start(&config(&[(
+        "core-service",
+        "/core",
+        raw.addr,
+        r#""strip_prefix": true"#,
+    )]));
+    let (mut sock, mut r) = connect(&gw);
+    sock.write_all(b"GET /core/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut r, false);
+    assert!(reply.header("content-length").is_none(), "{}", reply.head);
+    assert_eq!(reply.body, b"ok");
+
+    // A response with no length at all ends when the service closes: the client is told
+    // the connection closes too.
+    let (raw, _seen) = upstream::raw(b"HTTP/1.1 200 OK\r\n\r\nuntil close").await;
+    let gw = Gateway::start(&config(&[(
+        "core-service",
+        "/core",
+        raw.addr,
+        r#""strip_prefix": true"#,
+    )]));
+    let (mut sock, mut r) = connect(&gw);
+    sock.write_all(b"GET /core/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut r, false);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert_eq!(reply.body, b"until close");
+}
