@@ -3,9 +3,11 @@
 //! object per line, structured fields at the top level).
 //!
 //! Lines are written to stderr by a background thread, so a request never waits on the
-//! terminal or the log collector: the request path formats its line and hands it over
-//! through a bounded queue. If stderr cannot keep up and the queue fills, lines are dropped
-//! and counted rather than stalling the proxy, and the count is logged.
+//! terminal or the log collector: the request path formats its line into a reused buffer
+//! and appends it to a shared one, which the writer thread takes whole every few
+//! milliseconds (no allocation and no hand-over per line). If stderr cannot keep up and
+//! the shared buffer reaches its bound, lines are dropped and counted rather than stalling
+//! the proxy, and the count is logged.
 //!
 //! The access line, written once per request, skips the `log` machinery's dynamic
 //! dispatch: [`access`] formats it straight into its buffer, in the same shape as every
@@ -13,9 +15,7 @@
 
 use std::fmt::Display;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use log::kv::{self, VisitSource};
 
@@ -76,24 +76,23 @@ pub fn access(level: log::Level, fields: &[(&str, Field<'_>)]) {
     let Some(sink) = ACCESS.get() else {
         return;
     };
-    let mut line = Vec::with_capacity(384);
-    let _ = write_head(
-        &mut line,
-        sink.format,
-        level,
-        "access",
-        &format_args!("request"),
-    );
-    for (key, value) in fields {
-        let _ = write_field(&mut line, sink.format, key, value);
+    thread_local! {
+        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let _ = write_tail(&mut line, sink.format);
-    match &sink.writer {
-        Some(writer) => writer.send(line),
-        None => {
-            let _ = std::io::stderr().write_all(&line);
+    LINE.with_borrow_mut(|line| {
+        line.clear();
+        let _ = write_head(line, sink.format, level, "access", &format_args!("request"));
+        for (key, value) in fields {
+            let _ = write_field(line, sink.format, key, value);
         }
-    }
+        let _ = write_tail(line, sink.format);
+        match &sink.writer {
+            Some(writer) => writer.append(line),
+            None => {
+                let _ = std::io::stderr().write_all(line);
+            }
+        }
+    });
 }
 
 fn write_head(
@@ -103,14 +102,33 @@ fn write_head(
     target: &str,
     msg: &std::fmt::Arguments<'_>,
 ) -> std::io::Result<()> {
-    let ts = jiff::Timestamp::now();
+    let ts = Timestamp::now();
+    let ts = ts.text().as_bytes();
     match format {
-        LogFormat::Text => write!(out, "{ts:.3} {level:<5} {target}: {msg}"),
+        LogFormat::Text => {
+            // Written piece by piece: this runs for every access line.
+            let level: &[u8] = match level {
+                log::Level::Error => b"ERROR",
+                log::Level::Warn => b"WARN ",
+                log::Level::Info => b"INFO ",
+                log::Level::Debug => b"DEBUG",
+                log::Level::Trace => b"TRACE",
+            };
+            out.write_all(ts)?;
+            out.write_all(b" ")?;
+            out.write_all(level)?;
+            out.write_all(b" ")?;
+            out.write_all(target.as_bytes())?;
+            out.write_all(b": ")?;
+            match msg.as_str() {
+                Some(text) => out.write_all(text.as_bytes()),
+                None => out.write_fmt(*msg),
+            }
+        }
         LogFormat::Json => {
-            write!(
-                out,
-                "{{\"ts\":\"{ts:.3}\",\"level\":\"{level}\",\"target\":"
-            )?;
+            out.write_all(b"{\"ts\":\"")?;
+            out.write_all(ts)?;
+            write!(out, "\",\"level\":\"{level}\",\"target\":")?;
             serde_json::to_writer(&mut *out, target)?;
             out.write_all(b",\"msg\":")?;
             // A literal message (the usual case) is escaped in place, without a String.
@@ -120,6 +138,45 @@ fn write_head(
             }
             Ok(())
         }
+    }
+}
+
+/// The current time as RFC 3339 with milliseconds (`2026-11-23T00:22:01.123Z`). The date
+/// and time are formatted once per second per thread; within the second only the
+/// milliseconds change.
+struct Timestamp {
+    text: [u8; 24],
+}
+
+impl Timestamp {
+    fn now() -> Self {
+        thread_local! {
+            static LAST: std::cell::Cell<(i64, [u8; 24])> = const { std::cell::Cell::new((i64::MIN, [0; 24])) };
+        }
+        let now = jiff::Timestamp::now();
+        let second = now.as_second();
+        let millis = now.subsec_millisecond().clamp(0, 999) as u16;
+        let (cached, mut text) = LAST.get();
+        if cached != second {
+            let full = format!("{now:.3}");
+            if full.len() != text.len() {
+                // Outside years 0000-9999: no fixed layout to patch, nothing cached.
+                let mut text = [b' '; 24];
+                let n = full.len().min(24);
+                text[..n].copy_from_slice(&full.as_bytes()[..n]);
+                return Timestamp { text };
+            }
+            text.copy_from_slice(full.as_bytes());
+            LAST.set((second, text));
+        }
+        text[20] = b'0' + (millis / 100) as u8;
+        text[21] = b'0' + (millis / 10 % 10) as u8;
+        text[22] = b'0' + (millis % 10) as u8;
+        Timestamp { text }
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.text).unwrap_or("-").trim_end()
     }
 }
 
@@ -149,7 +206,7 @@ fn write_field(
             out.write_all(key.as_bytes())?;
             out.write_all(b"=")?;
             match value {
-                Field::Str(s) if s.is_empty() || s.contains([' ', '"', '=']) => {
+                Field::Str(s) if s.is_empty() || s.bytes().any(|b| matches!(b, b' ' | b'"' | b'=')) => {
                     write!(out, "{s:?}")
                 }
                 Field::Str(s) => out.write_all(s.as_bytes()),
@@ -229,49 +286,53 @@ impl<'kvs> VisitSource<'kvs> for KvFields<'_> {
     }
 }
 
-/// Lines queued for stderr before new ones are dropped.
-const QUEUE_LINES: usize = 64 * 1024;
+/// Bytes waiting for stderr before new lines are dropped (a few seconds of a busy gateway).
+const PENDING_LIMIT: usize = 16 * 1024 * 1024;
 
-/// How long the writer lets lines gather after the first one: under load, one wake-up and
-/// one write per batch instead of per line; when idle, a line still shows within this time.
-const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+/// How often the writer takes what has gathered: under load, one write per interval
+/// instead of per line; when idle, a line still shows within this time.
+const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The sending end of the queue; env_logger's records arrive as one `write` call each.
+/// Lines waiting for the writer thread, and how many were dropped.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    dropped: u64,
+}
+
+/// The appending end; env_logger's records arrive as one `write` call each.
 #[derive(Clone)]
 struct BackgroundWriter {
-    queue: SyncSender<Vec<u8>>,
-    dropped: Arc<AtomicU64>,
+    pending: Arc<Mutex<Pending>>,
 }
 
 impl BackgroundWriter {
     /// `None` if the thread cannot be started; logging then writes to stderr directly.
     fn start() -> Option<Self> {
-        let (queue, lines) = sync_channel(QUEUE_LINES);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&dropped);
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let shared = Arc::clone(&pending);
         std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || drain(lines, &counter))
+            .spawn(move || drain(&shared))
             .ok()?;
-        Some(BackgroundWriter { queue, dropped })
+        Some(BackgroundWriter { pending })
     }
 
-    fn send(&self, line: Vec<u8>) {
-        match self.queue.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Disconnected(line)) => {
-                let _ = std::io::stderr().write_all(&line);
-            }
+    fn append(&self, line: &[u8]) {
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        if pending.bytes.len() + line.len() > PENDING_LIMIT {
+            pending.dropped += 1;
+        } else {
+            pending.bytes.extend_from_slice(line);
         }
     }
 }
 
 impl Write for BackgroundWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.send(buf.to_vec());
+        self.append(buf);
         Ok(buf.len())
     }
 
@@ -280,24 +341,30 @@ impl Write for BackgroundWriter {
     }
 }
 
-/// Write queued lines in batches: block for the first, let more gather, take everything
-/// waiting, then one flush.
-fn drain(lines: Receiver<Vec<u8>>, dropped: &AtomicU64) {
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, std::io::stderr());
-    while let Ok(line) = lines.recv() {
-        let _ = out.write_all(&line);
-        std::thread::sleep(BATCH_WINDOW);
-        while let Ok(line) = lines.try_recv() {
-            let _ = out.write_all(&line);
-        }
-        let lost = dropped.swap(0, Ordering::Relaxed);
-        if lost > 0 {
+/// Every interval, swap the shared buffer for an empty one (keeping the two allocations
+/// in rotation) and write what it held.
+fn drain(pending: &Mutex<Pending>) {
+    let mut stderr = std::io::stderr();
+    let mut batch = Vec::new();
+    loop {
+        std::thread::sleep(WRITE_INTERVAL);
+        let dropped = match pending.lock() {
+            Ok(mut p) => {
+                std::mem::swap(&mut p.bytes, &mut batch);
+                std::mem::take(&mut p.dropped)
+            }
+            Err(_) => return,
+        };
+        if dropped > 0 {
             let _ = writeln!(
-                out,
-                "beat-gateway: {lost} log lines dropped: stderr is not keeping up"
+                batch,
+                "beat-gateway: {dropped} log lines dropped: stderr is not keeping up"
             );
         }
-        let _ = out.flush();
+        if !batch.is_empty() {
+            let _ = stderr.write_all(&batch);
+            batch.clear();
+        }
     }
 }
 
@@ -337,6 +404,20 @@ mod tests {
             " a=plain b=\"two words\" c=\"\" n=7 f=1.5 d=127.0.0.1:80 a4=127.0.0.1:80 \
              a6=[::1]:8080 m=1.23 m0=0.00 m1=120.01"
         );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_millis() {
+        for _ in 0..3 {
+            let before = jiff::Timestamp::now();
+            let ts = Timestamp::now();
+            let parsed: jiff::Timestamp = ts.text().parse().unwrap();
+            let after = jiff::Timestamp::now();
+            assert_eq!(ts.text().len(), 24, "{}", ts.text());
+            assert!(parsed >= before.round(jiff::Unit::Millisecond).unwrap() - jiff::SignedDuration::from_millis(1));
+            assert!(parsed <= after, "{} > {after}", ts.text());
+            std::thread::sleep(std::time::Duration::from_millis(7));
+        }
     }
 
     #[test]

@@ -7,42 +7,109 @@ use std::net::IpAddr;
 
 use super::request_id::RequestId;
 
-/// Headers that describe one connection, never forwarded as received (RFC 9110 §7.6.1,
-/// plus the de-facto `Proxy-Connection` and the proxy credentials headers, which are for
-/// the gateway and must not reach a service). Framing headers are rewritten by the
-/// gateway from the framing it parsed.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 10] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "transfer-encoding",
-        "content-length",
-        "proxy-authorization",
-        "proxy-authenticate",
-    ];
-    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+/// The header names the gateway treats specially; everything else is `Other` and passes
+/// through. Each header line is classified once, by length first, so a request or response
+/// with many headers costs one or two comparisons per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Name {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Trailer,
+    Upgrade,
+    ProxyAuthorization,
+    ProxyAuthenticate,
+    Expect,
+    XRequestId,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    XFrameOptions,
+    XContentTypeOptions,
+    Other,
 }
 
-/// Headers the gateway sets towards the upstream, replacing the client's.
-pub fn is_set_upstream(name: &str) -> bool {
-    const SET: [&str; 5] = [
-        "x-request-id",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "expect",
-    ];
-    SET.iter().any(|h| h.eq_ignore_ascii_case(name))
+impl Name {
+    pub fn of(name: &str) -> Name {
+        let is = |known: &str| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            2 if is("te") => Name::Te,
+            4 if is("host") => Name::Host,
+            6 if is("expect") => Name::Expect,
+            7 if is("upgrade") => Name::Upgrade,
+            7 if is("trailer") => Name::Trailer,
+            10 if is("connection") => Name::Connection,
+            10 if is("keep-alive") => Name::KeepAlive,
+            12 if is("x-request-id") => Name::XRequestId,
+            14 if is("content-length") => Name::ContentLength,
+            15 if is("x-forwarded-for") => Name::XForwardedFor,
+            15 if is("x-frame-options") => Name::XFrameOptions,
+            16 if is("proxy-connection") => Name::ProxyConnection,
+            16 if is("x-forwarded-host") => Name::XForwardedHost,
+            17 if is("transfer-encoding") => Name::TransferEncoding,
+            17 if is("x-forwarded-proto") => Name::XForwardedProto,
+            18 if is("proxy-authenticate") => Name::ProxyAuthenticate,
+            19 if is("proxy-authorization") => Name::ProxyAuthorization,
+            22 if is("x-content-type-options") => Name::XContentTypeOptions,
+            _ => Name::Other,
+        }
+    }
+
+    /// Describes one connection, never forwarded as received (RFC 9110 §7.6.1, plus the
+    /// de-facto `Proxy-Connection` and the proxy credentials headers, which are for the
+    /// gateway and must not reach a service). Framing headers are rewritten by the
+    /// gateway from the framing it parsed.
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Name::Connection
+                | Name::KeepAlive
+                | Name::ProxyConnection
+                | Name::Te
+                | Name::Trailer
+                | Name::Upgrade
+                | Name::TransferEncoding
+                | Name::ContentLength
+                | Name::ProxyAuthorization
+                | Name::ProxyAuthenticate
+        )
+    }
+
+    /// Set by the gateway towards the upstream, replacing the client's.
+    pub fn is_set_upstream(self) -> bool {
+        matches!(
+            self,
+            Name::XRequestId
+                | Name::XForwardedFor
+                | Name::XForwardedProto
+                | Name::XForwardedHost
+                | Name::Expect
+        )
+    }
+
+    /// Set by the gateway on every response to the client, replacing the upstream's.
+    pub fn is_set_downstream(self) -> bool {
+        matches!(
+            self,
+            Name::XRequestId | Name::XFrameOptions | Name::XContentTypeOptions
+        )
+    }
 }
 
-/// Headers the gateway sets on every response to the client, replacing the upstream's.
-pub fn is_set_downstream(name: &str) -> bool {
-    const SET: [&str; 3] = ["x-request-id", "x-frame-options", "x-content-type-options"];
-    SET.iter().any(|h| h.eq_ignore_ascii_case(name))
+/// `Connection` values name headers beyond its own options (`close`, `keep-alive`,
+/// `upgrade`, which are hop-by-hop anyway): only then is each header checked against them.
+pub fn nominates_others(connection: &[&[u8]]) -> bool {
+    connection.iter().any(|v| {
+        tokens(v).any(|t| {
+            !t.eq_ignore_ascii_case(b"close")
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+                && !t.eq_ignore_ascii_case(b"upgrade")
+        })
+    })
 }
 
 /// The comma-separated tokens of a `Connection` header value, trimmed.
@@ -100,13 +167,38 @@ pub fn write_forwarding<'h>(
             if !first {
                 out.extend_from_slice(b", ");
             }
-            let _ = write!(out, "{}", ip.to_canonical());
+            write_ip(out, ip.to_canonical());
         }
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
     if let Some(host) = host {
         line(out, b"X-Forwarded-Host", host);
+    }
+}
+
+/// `Content-Length: n\r\n`.
+pub fn content_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// An address as text, IPv4 without the formatting machinery (it is on every request).
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(*octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -150,25 +242,35 @@ mod tests {
         write_forwarding(&mut out, std::iter::empty(), ip, None, &id);
         assert!(text(&out).contains("X-Forwarded-For: 127.0.0.1\r\n"));
         assert!(!text(&out).contains("X-Forwarded-Host"));
+
+        let mut out = Vec::new();
+        let ip = "2001:db8::7".parse().ok();
+        write_forwarding(&mut out, std::iter::empty(), ip, None, &id);
+        assert!(text(&out).contains("X-Forwarded-For: 2001:db8::7\r\n"));
     }
 
     #[test]
     fn classifies_headers_case_insensitively() {
-        for h in [
-            "Connection",
-            "KEEP-ALIVE",
-            "te",
-            "Transfer-Encoding",
-            "Upgrade",
-        ] {
-            assert!(is_hop_by_hop(h), "{h}");
+        for h in ["Connection", "KEEP-ALIVE", "te", "Transfer-Encoding", "Upgrade", "Trailer"] {
+            assert!(Name::of(h).is_hop_by_hop(), "{h}");
         }
-        for h in ["Host", "Cookie", "Authorization", "X-Forwarded-Hostname"] {
-            assert!(!is_hop_by_hop(h) && !is_set_upstream(h), "{h}");
+        for h in ["Host", "Cookie", "Authorization", "X-Forwarded-Hostname", "tf", "", "Hosts"] {
+            let name = Name::of(h);
+            assert!(!name.is_hop_by_hop() && !name.is_set_upstream(), "{h}");
         }
-        assert!(is_set_upstream("X-Forwarded-For"));
-        assert!(is_set_downstream("x-frame-options"));
-        assert!(!is_set_downstream("content-type"));
+        assert_eq!(Name::of("hOsT"), Name::Host);
+        assert_eq!(Name::of("Content-Length"), Name::ContentLength);
+        assert!(Name::of("X-Forwarded-For").is_set_upstream());
+        assert!(Name::of("x-frame-options").is_set_downstream());
+        assert!(Name::of("X-Content-Type-Options").is_set_downstream());
+        assert!(!Name::of("content-type").is_set_downstream());
+        assert!(Name::of("Proxy-Authorization").is_hop_by_hop());
+    }
+
+    #[test]
+    fn only_real_nominations_need_checking() {
+        assert!(!nominates_others(&[b"keep-alive", b"Upgrade, close"]));
+        assert!(nominates_others(&[b"keep-alive, X-Private"]));
     }
 
     #[test]

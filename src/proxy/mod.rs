@@ -424,17 +424,19 @@ impl Gateway {
         };
 
         outcome.status = resp.status;
-        let mut first = std::mem::take(&mut buf);
-        first.drain(..resp.head_len);
+        // The response head's buffer keeps the body bytes read with it; later reads (a
+        // long body) go to a scratch buffer, allocated only then.
+        let head_buf = std::mem::take(&mut buf);
+        let first = &head_buf[resp.head_len..];
         if resp.switching {
-            outcome.bytes_out = self.tunnel(client, req, conn, out, &first).await;
+            outcome.bytes_out = self.tunnel(client, req, conn, out, first).await;
             return outcome;
         }
         let sent = body::forward(
             resp.framing,
             resp.dechunk,
             out,
-            &first,
+            first,
             &mut conn.stream,
             &mut client.stream,
             &mut buf,

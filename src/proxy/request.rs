@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::ops::Range;
 
-use super::headers::{self, line};
+use super::headers::{self, Name, line};
 use super::request_id::{self, RequestId};
 use crate::router::{RouteTable, check_path};
 
@@ -113,6 +113,8 @@ struct Head<'b> {
     framing: Framing,
     keep_alive: bool,
     upgrade: Option<&'b [u8]>,
+    /// `Connection` names other headers as hop-by-hop.
+    nominates: bool,
     expect_continue: bool,
     request_id: RequestId,
 }
@@ -140,35 +142,39 @@ impl<'b> Head<'b> {
         let mut upgrade = None;
         let mut expect = None;
         let mut incoming_id = None;
+        let mut nominates = false;
         for h in req.headers.iter() {
-            let name = h.name;
-            if name.eq_ignore_ascii_case("host") {
-                hosts += 1;
-                host = Some(h.value);
-            } else if name.eq_ignore_ascii_case("content-length") {
-                let v = h.value.trim_ascii();
-                lengths_differ |= content_length.is_some_and(|c| c != v);
-                content_length = Some(v);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                // All lines together must name exactly one coding, "chunked": anything
-                // else is a body whose end the gateway would have to guess.
-                for coding in headers::tokens(h.value) {
-                    codings += 1;
-                    chunked = coding.eq_ignore_ascii_case(b"chunked");
+            match Name::of(h.name) {
+                Name::Host => {
+                    hosts += 1;
+                    host = Some(h.value);
                 }
-                transfer_encoding = true;
-            } else if name.eq_ignore_ascii_case("connection") {
-                for t in headers::tokens(h.value) {
-                    close |= t.eq_ignore_ascii_case(b"close");
-                    keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
-                    upgrade_token |= t.eq_ignore_ascii_case(b"upgrade");
+                Name::ContentLength => {
+                    let v = h.value.trim_ascii();
+                    lengths_differ |= content_length.is_some_and(|c| c != v);
+                    content_length = Some(v);
                 }
-            } else if name.eq_ignore_ascii_case("upgrade") {
-                upgrade = Some(h.value);
-            } else if name.eq_ignore_ascii_case("expect") {
-                expect = Some(h.value);
-            } else if name.eq_ignore_ascii_case("x-request-id") && incoming_id.is_none() {
-                incoming_id = Some(h.value);
+                Name::TransferEncoding => {
+                    // All lines together must name exactly one coding, "chunked": anything
+                    // else is a body whose end the gateway would have to guess.
+                    for coding in headers::tokens(h.value) {
+                        codings += 1;
+                        chunked = coding.eq_ignore_ascii_case(b"chunked");
+                    }
+                    transfer_encoding = true;
+                }
+                Name::Connection => {
+                    for t in headers::tokens(h.value) {
+                        close |= t.eq_ignore_ascii_case(b"close");
+                        keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
+                        upgrade_token |= t.eq_ignore_ascii_case(b"upgrade");
+                    }
+                    nominates |= headers::nominates_others(&[h.value]);
+                }
+                Name::Upgrade => upgrade = Some(h.value),
+                Name::Expect => expect = Some(h.value),
+                Name::XRequestId if incoming_id.is_none() => incoming_id = Some(h.value),
+                _ => {}
             }
         }
 
@@ -262,6 +268,7 @@ impl<'b> Head<'b> {
             framing,
             keep_alive: !close && (!http10 || keep_alive_token),
             upgrade,
+            nominates,
             expect_continue: expect_continue && framing != Framing::Empty,
             request_id,
         })
@@ -298,18 +305,24 @@ impl<'b> Head<'b> {
         }
         out.extend_from_slice(b" HTTP/1.1\r\n");
 
-        let connection: Vec<&[u8]> = self
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .map(|h| h.value)
-            .collect();
+        let connection: Vec<&[u8]> = if self.nominates {
+            self.headers
+                .iter()
+                .filter(|h| Name::of(h.name) == Name::Connection)
+                .map(|h| h.value)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut forwarded_for = false;
         for h in self.headers {
+            let name = Name::of(h.name);
+            forwarded_for |= name == Name::XForwardedFor;
             // `Host` is never dropped, whatever `Connection` nominates.
-            let hop = headers::is_hop_by_hop(h.name)
-                || headers::is_set_upstream(h.name)
-                || (!connection.is_empty()
-                    && !h.name.eq_ignore_ascii_case("host")
+            let hop = name.is_hop_by_hop()
+                || name.is_set_upstream()
+                || (self.nominates
+                    && name != Name::Host
                     && headers::is_nominated(&connection, h.name));
             if !hop {
                 line(out, h.name.as_bytes(), h.value);
@@ -322,9 +335,7 @@ impl<'b> Head<'b> {
             let _ = std::io::Write::write_fmt(out, format_args!(":{}\r\n", route.port));
         }
         match self.framing {
-            Framing::Length(n) => {
-                let _ = std::io::Write::write_fmt(out, format_args!("Content-Length: {n}\r\n"));
-            }
+            Framing::Length(n) => headers::content_length(out, n),
             Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             Framing::Empty | Framing::UntilClose => {}
         }
@@ -335,7 +346,7 @@ impl<'b> Head<'b> {
         let forwarded_for = self
             .headers
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+            .filter(|h| forwarded_for && Name::of(h.name) == Name::XForwardedFor)
             .map(|h| h.value);
         headers::write_forwarding(out, forwarded_for, client_ip, self.host, &self.request_id);
         out.extend_from_slice(b"\r\n");

@@ -2,9 +2,7 @@
 //! decide how the body ends and whether each connection can be reused, rewrite. Pure and
 //! synchronous, like [`super::request`].
 
-use std::io::Write;
-
-use super::headers::{self, line};
+use super::headers::{self, Name, line};
 use super::request::{Framing, Request, parse_length};
 
 /// Most header lines accepted in a response (services set many cookies at times).
@@ -68,23 +66,29 @@ pub fn prepare(buf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) -> P
     let mut connection: Vec<&[u8]> = Vec::new();
     let mut upgrade = None;
     for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let v = h.value.trim_ascii();
-            lengths_differ |= content_length.is_some_and(|c| c != v);
-            content_length = Some(v);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            for coding in headers::tokens(h.value) {
-                final_chunked = coding.eq_ignore_ascii_case(b"chunked");
+        match Name::of(h.name) {
+            Name::ContentLength => {
+                let v = h.value.trim_ascii();
+                lengths_differ |= content_length.is_some_and(|c| c != v);
+                content_length = Some(v);
             }
-            transfer_encoding.push(h.value);
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in headers::tokens(h.value) {
-                close |= t.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
+            Name::TransferEncoding => {
+                for coding in headers::tokens(h.value) {
+                    final_chunked = coding.eq_ignore_ascii_case(b"chunked");
+                }
+                transfer_encoding.push(h.value);
             }
-            connection.push(h.value);
-        } else if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade = Some(h.value);
+            Name::Connection => {
+                for t in headers::tokens(h.value) {
+                    close |= t.eq_ignore_ascii_case(b"close");
+                    keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
+                }
+                if headers::nominates_others(&[h.value]) {
+                    connection.push(h.value);
+                }
+            }
+            Name::Upgrade => upgrade = Some(h.value),
+            _ => {}
         }
     }
 
@@ -126,10 +130,15 @@ pub fn prepare(buf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) -> P
         .filter(|r| !r.is_empty())
         .or_else(|| http::StatusCode::from_u16(status).ok()?.canonical_reason())
         .unwrap_or("Unknown");
-    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
-        let drop = headers::is_hop_by_hop(h.name)
-            || headers::is_set_downstream(h.name)
+        let name = Name::of(h.name);
+        let drop = name.is_hop_by_hop()
+            || name.is_set_downstream()
             || (!connection.is_empty() && headers::is_nominated(&connection, h.name));
         if !drop {
             line(out, h.name.as_bytes(), h.value);
@@ -142,9 +151,7 @@ pub fn prepare(buf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) -> P
                 line(out, b"Content-Length", v);
             }
         }
-        Framing::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
-        }
+        Framing::Length(n) => headers::content_length(out, n),
         Framing::Chunked if dechunk => {}
         Framing::Chunked | Framing::UntilClose => {
             for v in &transfer_encoding {
