@@ -7,12 +7,18 @@ the upload sink. In front of them, each doing the gateway's job (strip the /core
 X-Request-ID upstream, add the two security headers, keep upstream connections alive):
 
   direct        wrk straight to the upstream (the ceiling)
-  nginx         1 worker
+  nginx         1 worker, no access log
+  nginx-log     the same with its access log on (buffered, to a file): the like-for-like
+                peer of the logging gateway
   haproxy       1 thread
   gateway       beat-gateway, 1 worker thread, access log on (to a file, as in production)
   gateway-nolog the same with the access log off
   pingora-bare  a bare Pingora proxy that only forwards (bench/src/bare_proxy.rs): the cost
                 of the gateway's features is measured against it
+
+Besides wall-clock figures, the gateway (log on and off) and the bare proxy are run under
+callgrind for a fixed load: user-space instructions per request are repeatable where req/s
+on a shared VM is not, so the cost of each feature shows without noise.
 
 Rounds are interleaved (every target once per round, in rotating order) so that machine
 noise hits all alike. Medians over rounds are reported, with each proxy's ratio to nginx.
@@ -163,8 +169,10 @@ def upstream_nginx(work, port):
                 worker_children=True, cpu=LOAD_CPU)
 
 
-def nginx_proxy(work, port, up, echo):
+def nginx_proxy(work, port, up, echo, name="nginx", log=False):
+    access_log = f"access_log {work}/{name}-access.log combined buffer=64k flush=1s;" if log else ""
     conf = nginx_conf(work, port, f"""
+  {access_log}
   upstream up {{ server 127.0.0.1:{up}; keepalive 128; }}
   upstream echo {{ server 127.0.0.1:{echo}; keepalive 32; }}
   map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
@@ -189,7 +197,7 @@ def nginx_proxy(work, port, up, echo):
   }}""")
     path = work / f"nginx-{port}.conf"
     path.write_text(conf)
-    return Proc("nginx", ["nginx", "-c", str(path), "-e", str(work / "nginx-early.err")], port,
+    return Proc(name, ["nginx", "-c", str(path), "-e", str(work / "nginx-early.err")], port,
                 worker_children=True)
 
 
@@ -229,7 +237,8 @@ backend be_echo
     return Proc("haproxy", ["haproxy", "-f", str(path), "-db"], port, stderr=open(work / "haproxy.err", "w"))
 
 
-def gateway(work, name, port, up, echo, log):
+def gateway_cmd(work, port, up, echo, log):
+    """The gateway's command line and environment (the services file is written here)."""
     services = {"services": [
         {"name": "core-service", "host": "127.0.0.1", "port": up, "prefix": "/core", "strip_prefix": True},
         {"name": "upload", "host": "127.0.0.1", "port": echo, "prefix": "/up", "strip_prefix": True},
@@ -239,8 +248,34 @@ def gateway(work, name, port, up, echo, log):
     path.write_text(json.dumps(services))
     env = {"PROXY_HOST": "127.0.0.1", "PROXY_PORT": str(port), "PROXY_THREADS": "1",
            "RUST_LOG": "info" if log else "warn", "PROXY_GRACE_SECONDS": "0"}
+    return [str(TARGET / "beat-gateway"), "--services", str(path)], env
+
+
+def gateway(work, name, port, up, echo, log):
+    cmd, env = gateway_cmd(work, port, up, echo, log)
     stderr = open(work / f"{name}.log", "w")
-    return Proc(name, [str(TARGET / "beat-gateway"), "--services", str(path)], port, env, stderr)
+    return Proc(name, cmd, port, env, stderr)
+
+
+def instructions_per_request(work, name, cmd, env, port, url, seconds):
+    """Run `cmd` under callgrind, load it with wrk for `seconds`, and return user-space
+    instructions per request (startup included, spread over the requests)."""
+    out_file = work / f"callgrind.{name}.out"
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", *cmd],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=open(work / f"callgrind.{name}.log", "w"), start_new_session=True)
+    try:
+        wait_port(port, timeout=60)
+        run_wrk(url, 16, 1, 1)
+        res = run_wrk(url, 16, seconds, 1)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    total = 0
+    for line in out_file.read_text().splitlines():
+        if line.startswith("totals:") or line.startswith("summary:"):
+            total = int(line.split()[1])
+    return total / max(res["requests"], 1), res["requests"]
 
 
 def bare(port, up):
@@ -348,6 +383,8 @@ def main():
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--http-only", action="store_true", help="skip WebSocket, streaming and idle runs")
     ap.add_argument("--targets", default="", help="comma-separated subset of the proxies (nginx is always in)")
+    ap.add_argument("--no-callgrind", action="store_true", help="skip the instructions-per-request runs")
+    ap.add_argument("--callgrind-seconds", type=int, default=8)
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.idle = 1, 2, 2000
@@ -361,19 +398,21 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="beat-bench-"))
     work.chmod(0o755)  # nginx workers run unprivileged when started as root
-    ports = {n: free_port() for n in ["up", "echo", "nginx", "haproxy", "gateway", "gateway-nolog", "pingora-bare"]}
+    ports = {n: free_port() for n in ["up", "echo", "nginx", "nginx-log", "haproxy", "gateway", "gateway-nolog",
+                                           "pingora-bare"]}
     procs = {}
     try:
         procs["up"] = upstream_nginx(work, ports["up"])
         procs["echo"] = Proc("echo", [str(TARGET / "examples" / "echo_upstream"), str(ports["echo"])], ports["echo"],
                              cpu=LOAD_CPU)
         procs["nginx"] = nginx_proxy(work, ports["nginx"], ports["up"], ports["echo"])
+        procs["nginx-log"] = nginx_proxy(work, ports["nginx-log"], ports["up"], ports["echo"], "nginx-log", True)
         procs["haproxy"] = haproxy(work, ports["haproxy"], ports["up"], ports["echo"])
         procs["gateway"] = gateway(work, "gateway", ports["gateway"], ports["up"], ports["echo"], True)
         procs["gateway-nolog"] = gateway(work, "gateway-nolog", ports["gateway-nolog"], ports["up"], ports["echo"], False)
         procs["pingora-bare"] = bare(ports["pingora-bare"], ports["up"])
 
-        proxies = ["nginx", "haproxy", "gateway", "gateway-nolog", "pingora-bare"]
+        proxies = ["nginx", "nginx-log", "haproxy", "gateway", "gateway-nolog", "pingora-bare"]
         if args.targets:
             keep = set(args.targets.split(",")) | {"nginx"}
             proxies = [p for p in proxies if p in keep]
@@ -437,14 +476,31 @@ def main():
             print(f"  {t}: RSS with {args.idle} idle connections: {idle_rss[t] / 1024:.1f} MiB", flush=True)
 
         log_lines = sum(1 for _ in open(work / "gateway.log"))
-        report(args, conns_list, targets, proxies, med, ws, down, up, idle_rss, log_lines)
+
+        # Instructions per request: the servers above are stopped first so that callgrind's
+        # runs (one at a time) have the machine to themselves.
+        insns = {}
+        if shutil.which("valgrind") and not args.no_callgrind:
+            for t in ["gateway", "gateway-nolog", "pingora-bare"]:
+                procs.pop(t).stop()
+            cg_port = free_port()
+            cg_url = f"http://127.0.0.1:{cg_port}/core/api/items"
+            for name, log in (("gateway", True), ("gateway-nolog", False)):
+                cmd, env = gateway_cmd(work, cg_port, ports["up"], ports["echo"], log)
+                insns[name] = instructions_per_request(work, name, cmd, env, cg_port, cg_url, args.callgrind_seconds)
+                print(f"  {name}: {insns[name][0]:.0f} instructions/request (callgrind)", flush=True)
+            bare_cmd = [str(TARGET / "examples" / "bare_proxy"), str(cg_port), str(ports["up"])]
+            insns["pingora-bare"] = instructions_per_request(work, "pingora-bare", bare_cmd, {}, cg_port, cg_url,
+                                                             args.callgrind_seconds)
+            print(f"  pingora-bare: {insns['pingora-bare'][0]:.0f} instructions/request (callgrind)", flush=True)
+        report(args, conns_list, targets, proxies, med, ws, down, up, idle_rss, log_lines, insns)
     finally:
         for p in procs.values():
             p.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(args, conns_list, targets, proxies, med, ws, down, up, idle_rss, log_lines):
+def report(args, conns_list, targets, proxies, med, ws, down, up, idle_rss, log_lines, insns):
     m = machine()
     now = datetime.datetime.now(datetime.timezone.utc)
     lines = [f"# beat-gateway benchmark, {now:%Y-%m-%d %H:%M} UTC", ""]
@@ -464,12 +520,29 @@ def report(args, conns_list, targets, proxies, med, ws, down, up, idle_rss, log_
             lines.append(f"| {c} | {t} | {rps:.0f} | {fmt_ratio(rps, base_rps)} | {med(c, t, 'p50_ms'):.2f} | "
                          f"{med(c, t, 'p99_ms'):.2f} | {cpu_cell} | {cpu_ratio} |")
     lines += ["", "CPU for `direct` is the upstream's alone; for proxies it is the proxy's alone.", ""]
-    lines += ["## Feature cost (gateway vs bare Pingora forwarding, same settings)", "",
-              "| conns | gateway (log) | gateway (no log) |", "|---|---|---|"]
-    for c in conns_list:
-        b = med(c, "pingora-bare", "rps")
-        lines.append(f"| {c} | {(1 - med(c, 'gateway', 'rps') / b) * 100:+.1f}% slower | "
-                     f"{(1 - med(c, 'gateway-nolog', 'rps') / b) * 100:+.1f}% slower |")
+    have_baseline = {"pingora-bare", "gateway", "gateway-nolog"} <= set(targets)
+    lines += [] if not have_baseline else ["## Against bare Pingora forwarding (the issue's baseline for feature cost)", "",
+              "Ratios of the gateway to `pingora-bare` (a Pingora `ProxyHttp` that only forwards). "
+              "Above 1.00x in req/s and below 1.00x in CPU means the gateway, with all its features, "
+              "costs less than the baseline does without any.", "",
+              "| conns | gateway req/s | gateway CPU/req | gateway-nolog req/s | gateway-nolog CPU/req |",
+              "|---|---|---|---|---|"]
+    for c in conns_list if have_baseline else []:
+        b_rps, b_cpu = med(c, "pingora-bare", "rps"), med(c, "pingora-bare", "cpu_per_100k")
+        lines.append(f"| {c} | {fmt_ratio(med(c, 'gateway', 'rps'), b_rps)} | "
+                     f"{fmt_ratio(med(c, 'gateway', 'cpu_per_100k'), b_cpu)} | "
+                     f"{fmt_ratio(med(c, 'gateway-nolog', 'rps'), b_rps)} | "
+                     f"{fmt_ratio(med(c, 'gateway-nolog', 'cpu_per_100k'), b_cpu)} |")
+    if insns:
+        g, n, b = insns["gateway"][0], insns["gateway-nolog"][0], insns["pingora-bare"][0]
+        lines += ["", "User-space instructions per request under callgrind (wrk, 16 connections, "
+                  f"{args.callgrind_seconds} s each; kernel work, the same for every proxy, not counted):", "",
+                  "| target | instructions / request | vs pingora-bare |", "|---|---|---|",
+                  f"| pingora-bare | {b:.0f} | 1.00x |",
+                  f"| gateway-nolog | {n:.0f} | {fmt_ratio(n, b)} |",
+                  f"| gateway (access log on) | {g:.0f} | {fmt_ratio(g, b)} |", "",
+                  f"The access log costs {(g / n - 1) * 100:+.1f}% of the gateway's user-space instructions."]
+    lines += [""]
     lines += ["", "## WebSocket, streaming, idle connections", "",
               "| target | WS round trips/s | vs nginx | 10 MiB download MiB/s | 10 MiB upload MiB/s | RSS, "
               f"{args.idle} idle conns (MiB) | vs nginx |", "|---|---|---|---|---|---|---|"]
