@@ -206,7 +206,9 @@ fn write_field(
             out.write_all(key.as_bytes())?;
             out.write_all(b"=")?;
             match value {
-                Field::Str(s) if s.is_empty() || s.bytes().any(|b| matches!(b, b' ' | b'"' | b'=')) => {
+                Field::Str(s)
+                    if s.is_empty() || s.bytes().any(|b| matches!(b, b' ' | b'"' | b'=')) =>
+                {
                     write!(out, "{s:?}")
                 }
                 Field::Str(s) => out.write_all(s.as_bytes()),
@@ -414,7 +416,11 @@ mod tests {
             let parsed: jiff::Timestamp = ts.text().parse().unwrap();
             let after = jiff::Timestamp::now();
             assert_eq!(ts.text().len(), 24, "{}", ts.text());
-            assert!(parsed >= before.round(jiff::Unit::Millisecond).unwrap() - jiff::SignedDuration::from_millis(1));
+            assert!(
+                parsed
+                    >= before.round(jiff::Unit::Millisecond).unwrap()
+                        - jiff::SignedDuration::from_millis(1)
+            );
             assert!(parsed <= after, "{} > {after}", ts.text());
             std::thread::sleep(std::time::Duration::from_millis(7));
         }

@@ -251,10 +251,25 @@ mod tests {
 
     #[test]
     fn classifies_headers_case_insensitively() {
-        for h in ["Connection", "KEEP-ALIVE", "te", "Transfer-Encoding", "Upgrade", "Trailer"] {
+        for h in [
+            "Connection",
+            "KEEP-ALIVE",
+            "te",
+            "Transfer-Encoding",
+            "Upgrade",
+            "Trailer",
+        ] {
             assert!(Name::of(h).is_hop_by_hop(), "{h}");
         }
-        for h in ["Host", "Cookie", "Authorization", "X-Forwarded-Hostname", "tf", "", "Hosts"] {
+        for h in [
+            "Host",
+            "Cookie",
+            "Authorization",
+            "X-Forwarded-Hostname",
+            "tf",
+            "",
+            "Hosts",
+        ] {
             let name = Name::of(h);
             assert!(!name.is_hop_by_hop() && !name.is_set_upstream(), "{h}");
         }

@@ -38,9 +38,15 @@ pub enum Parsed {
 /// is in `out`. `closing` is set when the client connection must end after this response
 /// (the gateway is shutting down, or the request body was not read to its end).
 pub fn prepare(buf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) -> Parsed {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut storage);
-    let head_len = match resp.parse(buf) {
+    // Left uninitialised: httparse writes the lines it finds.
+    let mut storage = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut storage,
+    );
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Incomplete,
         Err(httparse::Error::TooManyHeaders) => {
