@@ -30,12 +30,7 @@ async fn keep_alive_reuses_upstream_connections() {
 fn downstream_keep_alive_serves_many_requests_on_one_connection() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = rt.block_on(upstream::http("core"));
-    let gw = Gateway::start(&config(&[(
-        "core-service",
-        "/core",
-        up.addr,
-        r#""strip_prefix": true"#,
-    )]));
+    let gw = support::core_route(up.addr);
     let mut sock = TcpStream::connect(gw.addr()).unwrap();
     let mut reader = BufReader::new(sock.try_clone().unwrap());
     for i in 0..5 {
@@ -111,12 +106,7 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Upstream-Private\r\nX-Upstream-Private: secret\r\nKeep-Alive: timeout=99\r\nX-Kept: yes\r\n\r\nok",
     )
     .await;
-    let gw = Gateway::start(&config(&[(
-        "core-service",
-        "/core",
-        raw.addr,
-        r#""strip_prefix": true"#,
-    )]));
+    let gw = support::core_route(raw.addr);
     let resp = support::raw_request(
         gw.addr(),
         b"GET /core/x HTTP/1.1\r\nHost: a\r\nConnection: X-Client-Private, keep-alive\r\nX-Client-Private: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nX-Kept: yes\r\n\r\n",

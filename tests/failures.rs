@@ -90,12 +90,7 @@ async fn unresolvable_host_is_a_502_and_a_log_line() {
 #[tokio::test(flavor = "multi_thread")]
 async fn smuggling_shapes_are_refused_and_never_reach_upstream() {
     let (raw, mut seen) = upstream::raw(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-    let gw = Gateway::start(&config(&[(
-        "core-service",
-        "/core",
-        raw.addr,
-        r#""strip_prefix": true"#,
-    )]));
+    let gw = support::core_route(raw.addr);
     let shapes: [&[u8]; 5] = [
         b"POST /core/x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /core/smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
         b"POST /core/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\ncontent-length: 0\r\n\r\n0\r\n\r\n",

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::{Gateway, config, upstream};
+use support::{Gateway, upstream};
 
 /// One response read off a connection: the head (lowercased) and the body, decoded.
 struct Reply {
@@ -235,12 +235,7 @@ async fn invalid_chunked_body_is_a_400_and_the_connection_ends() {
 async fn pooled_connection_closed_by_the_service_is_retried_for_idempotent_requests() {
     // Answers without `Connection: close`, then closes: every pooled connection is stale.
     let (raw, mut seen) = upstream::raw(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-    let gw = Gateway::start(&config(&[(
-        "core-service",
-        "/core",
-        raw.addr,
-        r#""strip_prefix": true"#,
-    )]));
+    let gw = support::core_route(raw.addr);
     let (mut sock, mut r) = connect(&gw);
     for i in 0..5 {
         write!(sock, "GET /core/g{i} HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
@@ -264,12 +259,7 @@ async fn response_framing_from_the_service_is_normalised() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     )
     .await;
-    let gw = Gateway::start(&config(&[(
-        "core-service",
-        "/core",
-        raw.addr,
-        r#""strip_prefix": true"#,
-    )]));
+    let gw = support::core_route(raw.addr);
     let (mut sock, mut r) = connect(&gw);
     sock.write_all(b"GET /core/x HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
@@ -280,12 +270,7 @@ async fn response_framing_from_the_service_is_normalised() {
     // A response with no length at all ends when the service closes: the client is told
     // the connection closes too.
     let (raw, _seen) = upstream::raw(b"HTTP/1.1 200 OK\r\n\r\nuntil close").await;
-    let gw = Gateway::start(&config(&[(
-        "core-service",
-        "/core",
-        raw.addr,
-        r#""strip_prefix": true"#,
-    )]));
+    let gw = support::core_route(raw.addr);
     let (mut sock, mut r) = connect(&gw);
     sock.write_all(b"GET /core/x HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();

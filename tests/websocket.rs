@@ -9,15 +9,18 @@ use futures_util::{SinkExt, StreamExt};
 use support::{Gateway, config, upstream};
 use tokio_tungstenite::tungstenite::Message;
 
+/// The messaging test upstream behind the `websocket` route (`/socket`, path as is), with
+/// `extra` route fields.
+async fn socket_gateway(extra: &str) -> (upstream::Server, Gateway) {
+    let up = upstream::http("messaging").await;
+    let fields = format!(r#""strip_prefix": false{extra}"#);
+    let gw = Gateway::start(&config(&[("websocket", "/socket", up.addr, &fields)]));
+    (up, gw)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_echo_through_socket_route() {
-    let up = upstream::http("messaging").await;
-    let gw = Gateway::start(&config(&[(
-        "websocket",
-        "/socket",
-        up.addr,
-        r#""strip_prefix": false"#,
-    )]));
+    let (_up, gw) = socket_gateway("").await;
     let url = format!(
         "ws://127.0.0.1:{}/socket/websocket?token=abc&vsn=2.0.0",
         gw.port
@@ -49,13 +52,7 @@ async fn websocket_echo_through_socket_route() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quiet_websocket_outlives_the_read_timeout() {
-    let up = upstream::http("messaging").await;
-    let gw = Gateway::start(&config(&[(
-        "websocket",
-        "/socket",
-        up.addr,
-        r#""strip_prefix": false, "read_timeout_ms": 300"#,
-    )]));
+    let (_up, gw) = socket_gateway(r#", "read_timeout_ms": 300"#).await;
     let url = format!("ws://127.0.0.1:{}/socket/websocket?vsn=2.0.0", gw.port);
     let mut ws = support::ws_connect_echoing(&url, "before").await;
     tokio::time::sleep(Duration::from_millis(1500)).await; // 5x the read timeout
@@ -87,13 +84,7 @@ async fn upgrade_to_a_dead_upstream_is_a_json_502() {
 async fn every_fresh_upgrade_carries_frames() {
     // Many short-lived sockets against a fast local service: each must pass its first
     // frame (a proxy that races the 101 against the tunnel loses a few per cent here).
-    let up = upstream::http("messaging").await;
-    let gw = Gateway::start(&config(&[(
-        "websocket",
-        "/socket",
-        up.addr,
-        r#""strip_prefix": false"#,
-    )]));
+    let (_up, gw) = socket_gateway("").await;
     let url = format!("ws://127.0.0.1:{}/socket/websocket", gw.port);
     for i in 0..200 {
         let mut ws = support::ws_connect_echoing(&url, &format!("hello {i}")).await;

@@ -65,13 +65,18 @@ pub fn config(routes: &[(&str, &str, SocketAddr, &str)]) -> String {
 /// `core-service` (`/core`, prefix stripped).
 pub async fn core_gateway(name: &str) -> (upstream::Server, Gateway) {
     let up = upstream::http(name).await;
-    let gw = Gateway::start(&config(&[(
+    let gw = core_route(up.addr);
+    (up, gw)
+}
+
+/// A gateway with the single route `core-service` (`/core`, prefix stripped) to `addr`.
+pub fn core_route(addr: SocketAddr) -> Gateway {
+    Gateway::start(&config(&[(
         "core-service",
         "/core",
-        up.addr,
+        addr,
         r#""strip_prefix": true"#,
-    )]));
-    (up, gw)
+    )]))
 }
 
 impl Gateway {
