@@ -278,3 +278,27 @@ async fn response_framing_from_the_service_is_normalised() {
     assert_eq!(reply.header("connection"), Some("close"));
     assert_eq!(reply.body, b"until close");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_upgrade_is_not_tunnelled() {
+    // A service that would switch to anything it is asked for.
+    let (raw, mut seen) = upstream::raw(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+    )
+    .await;
+    let gw = support::core_route(raw.addr);
+    let (mut sock, mut r) = connect(&gw);
+    sock.write_all(
+        b"GET /core/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    )
+    .unwrap();
+    let reply = read_reply(&mut r, false);
+    // The request went on as a plain one; a 101 to it is the service misbehaving.
+    assert_eq!(reply.status(), 502, "{}", reply.head);
+    let head = seen.recv().await.unwrap().to_ascii_lowercase();
+    assert!(
+        !head.contains("upgrade") && !head.contains("http2-settings"),
+        "{head}"
+    );
+}

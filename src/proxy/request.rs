@@ -260,7 +260,12 @@ impl<'b> Head<'b> {
             Some(v) if v.trim_ascii().eq_ignore_ascii_case(b"100-continue") => true,
             Some(_) => return Err(refuse(417, "only Expect: 100-continue is supported")),
         };
-        let upgrade = upgrade.filter(|_| upgrade_token && !http10);
+        // Only WebSocket is tunnelled. Any other protocol (notably `h2c`) would hand the
+        // client a raw connection to the service, past every check here for the requests
+        // that follow on it ("h2c smuggling"); such a request goes on as a plain one.
+        let upgrade = upgrade.filter(|protocol| {
+            upgrade_token && !http10 && protocol.trim_ascii().eq_ignore_ascii_case(b"websocket")
+        });
 
         Ok(Head {
             buf,
@@ -484,6 +489,15 @@ mod tests {
         let raw = "GET /auth/socket HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n\r\n";
         let (req, head) = run(raw).unwrap();
         assert!(!req.upgrade && !head.contains("Upgrade"));
+        // Other protocols are not tunnelled (h2c smuggling).
+        let raw = "GET /auth/x HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                   Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+        let (req, head) = run(raw).unwrap();
+        assert!(!req.upgrade, "{head}");
+        assert!(
+            !head.contains("h2c") && !head.contains("HTTP2-Settings"),
+            "{head}"
+        );
     }
 
     #[test]
