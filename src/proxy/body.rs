@@ -162,10 +162,10 @@ where
     while !remaining.is_done() {
         buf.clear();
         buf.reserve(CHUNK);
-        let n = match tokio::time::timeout(timeouts.read, src.read_buf(buf)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(BodyError::Io(Side::Source, e)),
-            Err(_) => return Err(BodyError::TimedOut(Side::Source)),
+        let n = match within(timeouts.read, src.read_buf(buf)).await {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(BodyError::Io(Side::Source, e)),
+            None => return Err(BodyError::TimedOut(Side::Source)),
         };
         if n == 0 {
             if matches!(remaining, Remaining::Eof) {
@@ -193,6 +193,18 @@ where
     Ok(done)
 }
 
+/// `fut`, unless it takes longer than `limit` (`None`). It is polled once before any timer
+/// exists: most socket operations complete at once, and then neither the clock is read nor
+/// a timer registered (several times per request otherwise).
+pub async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(output) = first {
+        return Some(output);
+    }
+    tokio::time::timeout(limit, fut).await.ok()
+}
+
 async fn write<W>(dst: &mut W, bytes: &[u8], timeout: Duration) -> Result<(), BodyError>
 where
     W: AsyncWrite + Unpin + ?Sized,
@@ -200,10 +212,10 @@ where
     if bytes.is_empty() {
         return Ok(());
     }
-    match tokio::time::timeout(timeout, dst.write_all(bytes)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(BodyError::Io(Side::Destination, e)),
-        Err(_) => Err(BodyError::TimedOut(Side::Destination)),
+    match within(timeout, dst.write_all(bytes)).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(BodyError::Io(Side::Destination, e)),
+        None => Err(BodyError::TimedOut(Side::Destination)),
     }
 }
 
@@ -211,10 +223,10 @@ async fn flush<W>(dst: &mut W, timeout: Duration) -> Result<(), BodyError>
 where
     W: AsyncWrite + Unpin + ?Sized,
 {
-    match tokio::time::timeout(timeout, dst.flush()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(BodyError::Io(Side::Destination, e)),
-        Err(_) => Err(BodyError::TimedOut(Side::Destination)),
+    match within(timeout, dst.flush()).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(BodyError::Io(Side::Destination, e)),
+        None => Err(BodyError::TimedOut(Side::Destination)),
     }
 }
 
@@ -286,5 +298,19 @@ mod tests {
         let (r, out) = run(Framing::Empty, false, b"NEXT", b"").await;
         assert_eq!(r.unwrap().used, 0);
         assert_eq!(out, b"HEAD|");
+    }
+}
+
+#[cfg(test)]
+mod within_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ready_at_once_or_within_the_limit_or_none() {
+        assert_eq!(within(Duration::from_millis(1), async { 7 }).await, Some(7));
+        let slow = tokio::time::sleep(Duration::from_millis(20));
+        assert_eq!(within(Duration::from_millis(200), slow).await, Some(()));
+        let slower = tokio::time::sleep(Duration::from_secs(5));
+        assert_eq!(within(Duration::from_millis(20), slower).await, None);
     }
 }

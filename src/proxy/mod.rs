@@ -170,10 +170,11 @@ impl Client {
         let room = (MAX_HEAD + 1).saturating_sub(self.buf.len());
         self.buf.reserve(room.min(4 * 1024));
         let mut limited = (&mut self.stream).take(room as u64);
-        match tokio::time::timeout_at(deadline, limited.read_buf(&mut self.buf)).await {
-            Ok(Ok(n)) => Ok(n > 0),
-            Ok(Err(_)) => Ok(false),
-            Err(_) => Err(()),
+        let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match body::within(limit, limited.read_buf(&mut self.buf)).await {
+            Some(Ok(n)) => Ok(n > 0),
+            Some(Err(_)) => Ok(false),
+            None => Err(()),
         }
     }
 
@@ -183,9 +184,9 @@ impl Client {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await
         };
-        tokio::time::timeout(CLIENT_TIMEOUT, write)
+        body::within(CLIENT_TIMEOUT, write)
             .await
-            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            .unwrap_or_else(|| Err(std::io::ErrorKind::TimedOut.into()))
     }
 }
 
@@ -246,7 +247,8 @@ impl Gateway {
     async fn exchange(&self, client: &mut Client, shutdown: &ShutdownWatch) -> bool {
         let start = Instant::now();
         let mut out = Vec::with_capacity(2048);
-        let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+        // Set when the head turns out to need more than one read.
+        let mut deadline = None;
         let prepared = loop {
             match request::prepare(&client.buf, &self.routes, client.ip, &mut out) {
                 Ok(prepared) => break prepared,
@@ -259,15 +261,19 @@ impl Gateway {
                     };
                     return self.refuse(client, refusal, start, out).await;
                 }
-                Err(Incomplete) => match client.read_more(deadline).await {
-                    Ok(true) => {}
-                    Ok(false) => return false,
-                    Err(()) => {
-                        let id = request_id::accept_or_generate(None);
-                        let refusal = refusal(408, "request head timed out", id);
-                        return self.refuse(client, refusal, start, out).await;
+                Err(Incomplete) => {
+                    let deadline =
+                        *deadline.get_or_insert_with(|| tokio::time::Instant::now() + HEAD_TIMEOUT);
+                    match client.read_more(deadline).await {
+                        Ok(true) => {}
+                        Ok(false) => return false,
+                        Err(()) => {
+                            let id = request_id::accept_or_generate(None);
+                            let refusal = refusal(408, "request head timed out", id);
+                            return self.refuse(client, refusal, start, out).await;
+                        }
                     }
-                },
+                }
             }
         };
         let req = match prepared {
@@ -568,10 +574,10 @@ async fn read_response(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(8 * 1024);
         }
-        let n = match tokio::time::timeout(timeout, conn.stream.read_buf(buf)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(_)) => return Err(Failure::Upstream("connection reset")),
-            Err(_) => return Err(Failure::UpstreamTimeout(timeout)),
+        let n = match body::within(timeout, conn.stream.read_buf(buf)).await {
+            Some(Ok(n)) => n,
+            Some(Err(_)) => return Err(Failure::Upstream("connection reset")),
+            None => return Err(Failure::UpstreamTimeout(timeout)),
         };
         if n == 0 {
             return Err(Failure::Upstream(
