@@ -252,17 +252,29 @@ fn write_millis(out: &mut impl Write, micros: u64) -> std::io::Result<()> {
 fn write_addr(out: &mut impl Write, addr: &std::net::SocketAddr) -> std::io::Result<()> {
     match addr {
         std::net::SocketAddr::V4(v4) => {
+            write_ip(out, std::net::IpAddr::V4(*v4.ip()))?;
+            out.write_all(b":")?;
+            out.write_all(itoa::Buffer::new().format(v4.port()).as_bytes())
+        }
+        std::net::SocketAddr::V6(v6) => write!(out, "{v6}"),
+    }
+}
+
+/// An IP address as text, IPv4 without the formatting machinery: it is written on every
+/// access line and into every request's `X-Forwarded-For`.
+pub fn write_ip(out: &mut impl Write, ip: std::net::IpAddr) -> std::io::Result<()> {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
             let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.ip().octets().iter().enumerate() {
+            for (i, octet) in v4.octets().iter().enumerate() {
                 if i > 0 {
                     out.write_all(b".")?;
                 }
                 out.write_all(digits.format(*octet).as_bytes())?;
             }
-            out.write_all(b":")?;
-            out.write_all(digits.format(v4.port()).as_bytes())
+            Ok(())
         }
-        std::net::SocketAddr::V6(v6) => write!(out, "{v6}"),
+        std::net::IpAddr::V6(v6) => write!(out, "{v6}"),
     }
 }
 

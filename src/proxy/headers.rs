@@ -2,7 +2,6 @@
 //! sets itself, and the lines it adds in each direction. Values that never change are
 //! byte constants, so the hot path formats nothing for them.
 
-use std::io::Write;
 use std::net::IpAddr;
 
 use super::request_id::RequestId;
@@ -167,7 +166,7 @@ pub fn write_forwarding<'h>(
             if !first {
                 out.extend_from_slice(b", ");
             }
-            write_ip(out, ip.to_canonical());
+            let _ = crate::logging::write_ip(out, ip.to_canonical());
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -182,24 +181,6 @@ pub fn content_length(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(b"Content-Length: ");
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     out.extend_from_slice(b"\r\n");
-}
-
-/// An address as text, IPv4 without the formatting machinery (it is on every request).
-fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.octets().iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(digits.format(*octet).as_bytes());
-            }
-        }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
 }
 
 /// The headers every response to the client carries, the gateway's own errors included.

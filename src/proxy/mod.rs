@@ -253,11 +253,10 @@ impl Gateway {
             match request::prepare(&client.buf, &self.routes, client.ip, &mut out) {
                 Ok(prepared) => break prepared,
                 Err(Incomplete) if client.buf.len() >= MAX_HEAD => {
-                    let id = request_id::accept_or_generate(None);
                     let refusal = if client.buf.contains(&b'\n') {
-                        refusal(431, "request head too large", id)
+                        Refusal::unparsed(431, "request head too large")
                     } else {
-                        refusal(414, "request target too long", id)
+                        Refusal::unparsed(414, "request target too long")
                     };
                     return self.refuse(client, refusal, start, out).await;
                 }
@@ -268,8 +267,7 @@ impl Gateway {
                         Ok(true) => {}
                         Ok(false) => return false,
                         Err(()) => {
-                            let id = request_id::accept_or_generate(None);
-                            let refusal = refusal(408, "request head timed out", id);
+                            let refusal = Refusal::unparsed(408, "request head timed out");
                             return self.refuse(client, refusal, start, out).await;
                         }
                     }
@@ -300,11 +298,11 @@ impl Gateway {
                     close,
                 );
                 let sent = client.send(&out).await.is_ok();
-                self.log(client, &req, start, &outcome, sent.then_some(status));
+                self.log(client, &req, start, &outcome, if sent { status } else { 0 });
                 return false;
             }
         }
-        self.log(client, &req, start, &outcome, Some(outcome.status));
+        self.log(client, &req, start, &outcome, outcome.status);
         let keep_alive = outcome.keep_alive;
         client.buf.drain(..outcome.consumed.min(client.buf.len()));
         if client.buf.is_empty() {
@@ -342,8 +340,9 @@ impl Gateway {
         let mut buf = Vec::new();
         let mut fresh = false;
         // A pooled connection may have been closed by the service just now; a request
-        // without a body is sent again once, on a new connection. (`out` holds the
-        // upstream head until the response head replaces it, so it can be sent again.)
+        // without a body is sent again once, on a new connection (which is never `reused`,
+        // so there is no second retry). `out` holds the upstream head until the response
+        // head replaces it, so it can be sent again.
         let (mut conn, resp) = loop {
             let mut conn = match upstream.connect(fresh).await {
                 Ok(conn) => conn,
@@ -353,7 +352,7 @@ impl Gateway {
                 }
             };
             outcome.upstream_addr = Some(conn.addr);
-            let waiting = req.expect_continue && !fresh && client.buf.len() == req.head_len;
+            let waiting = req.expect_continue && client.buf.len() == req.head_len;
             if waiting && client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
                 return outcome;
             }
@@ -413,7 +412,6 @@ impl Gateway {
                 // sent again.
                 Err(Failure::Upstream(_))
                     if conn.reused
-                        && !fresh
                         && req.idempotent
                         && req.framing == Framing::Empty
                         && buf.is_empty() =>
@@ -533,14 +531,7 @@ impl Gateway {
         false
     }
 
-    fn log(
-        &self,
-        client: &Client,
-        req: &Request,
-        start: Instant,
-        o: &Outcome,
-        status: Option<u16>,
-    ) {
+    fn log(&self, client: &Client, req: &Request, start: Instant, o: &Outcome, status: u16) {
         let route = &self.routes.routes()[req.route];
         let entry = access_log::Entry {
             start,
@@ -549,7 +540,7 @@ impl Gateway {
             route: &route.name,
             upstream: self.upstreams[req.route].target(),
             upstream_addr: o.upstream_addr,
-            status: status.unwrap_or(0),
+            status,
             request_id: &req.request_id,
             bytes_in: o.bytes_in,
             bytes_out: o.bytes_out,
@@ -597,18 +588,6 @@ async fn read_response(
                 Parsed::Invalid(why) => return Err(Failure::Upstream(why)),
             }
         }
-    }
-}
-
-fn refusal(status: u16, message: &'static str, request_id: request_id::RequestId) -> Refusal {
-    Refusal {
-        status,
-        message,
-        request_id,
-        method: 0..0,
-        path: 0..0,
-        head_len: 0,
-        can_continue: false,
     }
 }
 

@@ -65,6 +65,22 @@ pub struct Refusal {
     pub can_continue: bool,
 }
 
+impl Refusal {
+    /// A refusal of bytes that are not a request head the gateway could read (malformed,
+    /// too large, too slow): nothing is known of the request, and the connection ends.
+    pub fn unparsed(status: u16, message: &'static str) -> Self {
+        Refusal {
+            status,
+            message,
+            request_id: request_id::accept_or_generate(None),
+            method: 0..0,
+            path: 0..0,
+            head_len: 0,
+            can_continue: false,
+        }
+    }
+}
+
 /// Not a whole head yet: read more, unless the buffer is already at its limit.
 pub struct Incomplete;
 
@@ -92,15 +108,7 @@ pub fn prepare(
                 httparse::Error::Version => (505, "only HTTP/1.0 and HTTP/1.1 are supported"),
                 _ => (400, "malformed request"),
             };
-            return Ok(Err(Refusal {
-                status,
-                message,
-                request_id: request_id::accept_or_generate(None),
-                method: 0..0,
-                path: 0..0,
-                head_len: 0,
-                can_continue: false,
-            }));
+            return Ok(Err(Refusal::unparsed(status, message)));
         }
     };
     Ok(Head::read(buf, &req, head_len).and_then(|head| head.forward(routes, client_ip, out)))
@@ -115,6 +123,8 @@ struct Head<'b> {
     query: Option<&'b str>,
     http10: bool,
     headers: &'b [httparse::Header<'b>],
+    /// `names[i]` is the class of `headers[i]`, worked out once.
+    names: [Name; MAX_HEADERS],
     host: Option<&'b [u8]>,
     framing: Framing,
     keep_alive: bool,
@@ -149,8 +159,10 @@ impl<'b> Head<'b> {
         let mut expect = None;
         let mut incoming_id = None;
         let mut nominates = false;
-        for h in req.headers.iter() {
-            match Name::of(h.name) {
+        let mut names = [Name::Other; MAX_HEADERS];
+        for (h, class) in req.headers.iter().zip(names.iter_mut()) {
+            *class = Name::of(h.name);
+            match *class {
                 Name::Host => {
                     hosts += 1;
                     host = Some(h.value);
@@ -275,6 +287,7 @@ impl<'b> Head<'b> {
             query,
             http10,
             headers: req.headers,
+            names,
             host,
             framing,
             keep_alive: !close && (!http10 || keep_alive_token),
@@ -316,19 +329,16 @@ impl<'b> Head<'b> {
         }
         out.extend_from_slice(b" HTTP/1.1\r\n");
 
+        let lines = || self.headers.iter().zip(self.names);
         let connection: Vec<&[u8]> = if self.nominates {
-            self.headers
-                .iter()
-                .filter(|h| Name::of(h.name) == Name::Connection)
-                .map(|h| h.value)
+            lines()
+                .filter(|(_, name)| *name == Name::Connection)
+                .map(|(h, _)| h.value)
                 .collect()
         } else {
             Vec::new()
         };
-        let mut forwarded_for = false;
-        for h in self.headers {
-            let name = Name::of(h.name);
-            forwarded_for |= name == Name::XForwardedFor;
+        for (h, name) in lines() {
             // `Host` is never dropped, whatever `Connection` nominates.
             let hop = name.is_hop_by_hop()
                 || name.is_set_upstream()
@@ -354,11 +364,9 @@ impl<'b> Head<'b> {
             out.extend_from_slice(b"Connection: upgrade\r\n");
             line(out, b"Upgrade", protocol);
         }
-        let forwarded_for = self
-            .headers
-            .iter()
-            .filter(|h| forwarded_for && Name::of(h.name) == Name::XForwardedFor)
-            .map(|h| h.value);
+        let forwarded_for = lines()
+            .filter(|(_, name)| *name == Name::XForwardedFor)
+            .map(|(h, _)| h.value);
         headers::write_forwarding(out, forwarded_for, client_ip, self.host, &self.request_id);
         out.extend_from_slice(b"\r\n");
 

@@ -71,8 +71,11 @@ pub fn prepare(buf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) -> P
     let mut keep_alive_token = false;
     let mut connection: Vec<&[u8]> = Vec::new();
     let mut upgrade = None;
-    for h in resp.headers.iter() {
-        match Name::of(h.name) {
+    // Each line's class, worked out once for both passes.
+    let mut names = [Name::Other; MAX_HEADERS];
+    for (h, class) in resp.headers.iter().zip(names.iter_mut()) {
+        *class = Name::of(h.name);
+        match *class {
             Name::ContentLength => {
                 let v = h.value.trim_ascii();
                 lengths_differ |= content_length.is_some_and(|c| c != v);
@@ -141,8 +144,7 @@ pub fn prepare(buf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) -> P
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for h in resp.headers.iter() {
-        let name = Name::of(h.name);
+    for (h, name) in resp.headers.iter().zip(names) {
         let drop = name.is_hop_by_hop()
             || name.is_set_downstream()
             || (!connection.is_empty() && headers::is_nominated(&connection, h.name));
