@@ -7,7 +7,7 @@ use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::services::listening::Service;
 
-use crate::proxy::Gateway;
+use crate::proxy::{ClientTimeouts, Gateway};
 use crate::router::RouteTable;
 use crate::settings::Settings;
 
@@ -17,6 +17,7 @@ const SHUTDOWN_TIMEOUT_SECONDS: u64 = 2;
 /// Build the server; the caller runs it. Errors: Pingora's own config file, or the listen
 /// address is unavailable.
 pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::Result<Server> {
+    let own_file = opt.conf.is_some();
     let mut conf = match &opt.conf {
         Some(path) => ServerConf::load_yaml_with_opt_override(&opt)
             .map_err(|e| anyhow::anyhow!("{path}: {e}"))?,
@@ -31,6 +32,14 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
     opt.conf = None;
     if let Some(threads) = settings.threads {
         conf.threads = threads;
+    }
+    // One worker thread has no one to steal work from: Pingora then runs tokio's
+    // current-thread scheduler, which costs less per task switch than the work-stealing
+    // one (~2% of the CPU per proxied request, bench/README.md). With several workers,
+    // stealing keeps long-lived connections (WebSockets) from piling up on one thread.
+    // Pingora's own file, when given, decides.
+    if conf.threads == 1 && !own_file {
+        conf.work_stealing = false;
     }
     // Pingora's own file may set these; otherwise ours apply (Pingora's default is 300 s).
     conf.grace_period_seconds
@@ -49,7 +58,12 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    let mut proxy = Service::new("beat-gateway".to_string(), Gateway::new(routes));
+    let timeouts = ClientTimeouts {
+        keepalive: std::time::Duration::from_secs(settings.keepalive_seconds),
+        head: std::time::Duration::from_secs(settings.header_timeout_seconds),
+    };
+    let gateway = Gateway::new(routes, timeouts);
+    let mut proxy = Service::new("beat-gateway".to_string(), gateway);
     // Pingora gives every connection a 64 KiB read buffer (sized for TLS records) and a
     // small write buffer. The gateway reads heads into its own buffer, streams bodies in
     // 64 KiB reads and writes each head with its first body bytes in one call, so Pingora's

@@ -13,6 +13,10 @@ pub const DEFAULT_PORT: u16 = 9000;
 /// Seconds Pingora keeps serving in-flight requests after SIGTERM. Pingora's own default is
 /// 300 s, far longer than any orchestrator waits before SIGKILL.
 pub const DEFAULT_GRACE_SECONDS: u64 = 3;
+/// A client keep-alive connection with no request for this long is closed (nginx: 75 s).
+pub const DEFAULT_KEEPALIVE_SECONDS: u64 = 75;
+/// From a request's first byte to the end of its head; slower clients get 408 (nginx: 60 s).
+pub const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 30;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,6 +58,8 @@ pub struct Settings {
     /// `None`: Pingora's config file (`-c`) decides, else the number of CPUs.
     pub threads: Option<usize>,
     pub grace_seconds: u64,
+    pub keepalive_seconds: u64,
+    pub header_timeout_seconds: u64,
     pub log_format: LogFormat,
 }
 
@@ -112,6 +118,19 @@ impl Settings {
                     .map_err(|_| bad(kv, "a number of seconds"))?
             }
         };
+        // Both at least a second: 0 would close every connection before its request.
+        let seconds = |var: &'static str, default: u64| match get(var) {
+            None => Ok(default),
+            Some(kv) => match kv.1.trim().parse::<u64>() {
+                Ok(n) if (1..=86_400).contains(&n) => Ok(n),
+                _ => Err(bad(kv, "a number of seconds from 1 to 86400")),
+            },
+        };
+        let keepalive_seconds = seconds("PROXY_KEEPALIVE_SECONDS", DEFAULT_KEEPALIVE_SECONDS)?;
+        let header_timeout_seconds = seconds(
+            "PROXY_HEADER_TIMEOUT_SECONDS",
+            DEFAULT_HEADER_TIMEOUT_SECONDS,
+        )?;
         let log_format = match get("LOG_FORMAT") {
             None => LogFormat::Text,
             Some((_, v)) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
@@ -125,6 +144,8 @@ impl Settings {
             port,
             threads,
             grace_seconds,
+            keepalive_seconds,
+            header_timeout_seconds,
             log_format,
         })
     }
@@ -156,6 +177,8 @@ mod tests {
         assert_eq!(s.listen_addr(), "0.0.0.0:9000");
         assert_eq!(s.threads, None);
         assert_eq!(s.grace_seconds, DEFAULT_GRACE_SECONDS);
+        assert_eq!(s.keepalive_seconds, 75);
+        assert_eq!(s.header_timeout_seconds, 30);
         assert_eq!(s.log_format, LogFormat::Text);
     }
 
@@ -167,8 +190,12 @@ mod tests {
             ("PROXY_PORT", "8080"),
             ("PROXY_THREADS", "1"),
             ("LOG_FORMAT", "JSON"),
+            ("PROXY_KEEPALIVE_SECONDS", "5"),
+            ("PROXY_HEADER_TIMEOUT_SECONDS", " 2 "),
         ])
         .unwrap();
+        assert_eq!(s.keepalive_seconds, 5);
+        assert_eq!(s.header_timeout_seconds, 2);
         assert_eq!(s.services_path, PathBuf::from("/etc/gw.json"));
         assert!(s.services_given);
         assert_eq!(s.listen_addr(), "[::]:8080");
@@ -201,6 +228,15 @@ mod tests {
                 .to_string()
                 .contains("PROXY_THREADS")
         );
+        for var in ["PROXY_KEEPALIVE_SECONDS", "PROXY_HEADER_TIMEOUT_SECONDS"] {
+            for value in ["0", "-1", "1.5", "90000", "soon"] {
+                let e = with(&[(var, value)]).unwrap_err().to_string();
+                assert!(
+                    e.starts_with(&format!("environment variable {var}=")),
+                    "{e}"
+                );
+            }
+        }
         assert!(
             with(&[("LOG_FORMAT", "xml")])
                 .unwrap_err()

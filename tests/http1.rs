@@ -302,3 +302,77 @@ async fn h2c_upgrade_is_not_tunnelled() {
         "{head}"
     );
 }
+
+/// The gateway with one `/core` route and the given environment.
+fn core_route_with(addr: std::net::SocketAddr, env: &[(&str, &str)]) -> Gateway {
+    let routes = support::config(&[("core-service", "/core", addr, r#""strip_prefix": true"#)]);
+    Gateway::start_with(&routes, env)
+}
+
+/// Seconds until the gateway closes `sock` (reads until the end, nothing may arrive).
+fn seconds_until_closed(sock: &mut TcpStream) -> f64 {
+    let start = std::time::Instant::now();
+    let mut rest = Vec::new();
+    sock.read_to_end(&mut rest)
+        .expect("the gateway closes the connection, before the test's read timeout");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    start.elapsed().as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keep_alive_connections_are_closed_and_busy_ones_kept() {
+    let up = upstream::http("core").await;
+    let gw = core_route_with(up.addr, &[("PROXY_KEEPALIVE_SECONDS", "1")]);
+
+    // Busy for three times the timeout, never idle for long: it stays open.
+    let (mut sock, mut r) = connect(&gw);
+    for i in 0..10 {
+        write!(sock, "GET /core/busy{i} HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut r, false).status(), 200, "request {i}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Then idle: closed after about a second, without a word.
+    let waited = seconds_until_closed(&mut sock);
+    assert!(
+        (0.5..5.0).contains(&waited),
+        "closed after {waited:.2} s idle"
+    );
+
+    // A connection that never sends a request is closed the same way.
+    let (mut silent, _) = connect(&gw);
+    let waited = seconds_until_closed(&mut silent);
+    assert!((0.5..5.0).contains(&waited), "closed after {waited:.2} s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_sent_byte_by_byte_gets_408_when_its_time_is_up() {
+    let (up, mut requests) = upstream::raw(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+    let gw = core_route_with(up.addr, &[("PROXY_HEADER_TIMEOUT_SECONDS", "1")]);
+    let (sock, mut r) = connect(&gw);
+    // Slowloris: a byte every 100 ms keeps the connection busy but the head never ends.
+    let mut writer = sock.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        let head = b"GET /core/slow HTTP/1.1\r\nHost: a\r\nX-Slow: ".iter();
+        for byte in head.chain(std::iter::repeat(&b'z')).take(200) {
+            if writer.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let start = std::time::Instant::now();
+    let reply = read_reply(&mut r, false);
+    let waited = start.elapsed().as_secs_f64();
+    assert_eq!(reply.status(), 408, "{}", reply.head);
+    assert_eq!(reply.header("connection"), Some("close"));
+    let id = reply.header("x-request-id").expect("request id").to_owned();
+    assert_eq!(reply.json()["request_id"], id.as_str());
+    assert!((0.5..5.0).contains(&waited), "408 after {waited:.2} s");
+    let mut sock = sock;
+    seconds_until_closed(&mut sock);
+    trickle.join().unwrap();
+    assert!(
+        requests.try_recv().is_err(),
+        "the service saw the slow request"
+    );
+}

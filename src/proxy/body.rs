@@ -198,11 +198,17 @@ where
 /// a timer registered (several times per request otherwise).
 pub async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
-    if let std::task::Poll::Ready(output) = first {
+    if let std::task::Poll::Ready(output) = poll_once(fut.as_mut()).await {
         return Some(output);
     }
     tokio::time::timeout(limit, fut).await.ok()
+}
+
+/// Poll `fut` once with the task's own waker: its output if it is ready at once.
+pub async fn poll_once<F: std::future::Future>(
+    mut fut: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await
 }
 
 async fn write<W>(dst: &mut W, bytes: &[u8], timeout: Duration) -> Result<(), BodyError>

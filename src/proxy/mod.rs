@@ -10,7 +10,7 @@
 //! plain most-recent-first pool. `bench/README.md` has the figures.
 //!
 //! A request goes through, in order ([`Gateway::exchange`]):
-//! 1. its head is read (within [`HEAD_TIMEOUT`]) and checked, routed and rewritten
+//! 1. its head is read (within [`ClientTimeouts::head`]) and checked, routed and rewritten
 //!    ([`request`]); anything refused gets a JSON error ([`respond`]);
 //! 2. an upstream connection is taken from the pool or opened ([`crate::upstream`]);
 //! 3. the head and body go upstream ([`body`]), after `100 Continue` if the client asked;
@@ -48,10 +48,6 @@ use crate::upstream::{ConnectError, Connection, Upstream};
 const MAX_HEAD: usize = 32 * 1024;
 /// Largest response head accepted from a service: 502 beyond.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// A keep-alive connection with no request for this long is closed.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
-/// From the first byte of a request to the end of its head: slow-header clients get 408.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Each read of a request body and each write to the client.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Buffer for a request head when a connection wakes up; it grows when a head is larger.
@@ -61,6 +57,17 @@ const FIRST_READ: usize = 1024;
 pub struct Gateway {
     routes: RouteTable,
     upstreams: Vec<Upstream>,
+    timeouts: ClientTimeouts,
+}
+
+/// How long the gateway waits on a client between and within request heads.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    /// A keep-alive connection with no request for this long is closed.
+    pub keepalive: Duration,
+    /// From the first byte of a request to the end of its head: slow-header clients
+    /// (slowloris) get 408.
+    pub head: Duration,
 }
 
 #[async_trait]
@@ -95,7 +102,14 @@ impl Gateway {
             ip,
             buf: Vec::new(),
         };
-        while client.wait_for_request(&mut shutdown).await {
+        // One keep-alive timer for the connection's life, not one per request (see
+        // `Client::wait_for_request`); unarmed until the connection first waits.
+        let keepalive = self.timeouts.keepalive;
+        let mut idle = std::pin::pin!(tokio::time::sleep(keepalive));
+        while client
+            .wait_for_request(&mut shutdown, keepalive, idle.as_mut())
+            .await
+        {
             // Boxed, so that an idle connection's task holds only the small waiting state,
             // not the larger state of a request in flight.
             if !Box::pin(self.exchange(&mut client, &shutdown)).await {
@@ -137,29 +151,50 @@ struct Client {
 }
 
 impl Client {
-    /// Wait for the next request's first bytes. False: the client left, stayed idle too
-    /// long, or the gateway is shutting down.
-    async fn wait_for_request(&mut self, shutdown: &mut ShutdownWatch) -> bool {
+    /// Wait for the next request's first bytes. False: the client left, stayed idle for
+    /// `keepalive`, or the gateway is shutting down.
+    ///
+    /// `idle` is the connection's one timer. It is not moved on every request (a timer
+    /// wheel insertion and removal each time): when it fires, the wait it was armed for
+    /// may be long over, so it is checked against this wait's own deadline and re-armed
+    /// for it. It fires no later than that deadline, as every earlier wait began earlier.
+    async fn wait_for_request(
+        &mut self,
+        shutdown: &mut ShutdownWatch,
+        keepalive: Duration,
+        mut idle: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> bool {
         if !self.buf.is_empty() {
             return !*shutdown.borrow();
         }
+        let mut deadline = None;
         loop {
             if *shutdown.borrow() {
                 return false;
             }
-            // Under load the next request is usually here already: no timer, no wait.
+            // Under load the next request is often here already: no timer, no wait. A
+            // poll rather than `try_read`: a poll that reads less than it asked for marks
+            // the socket not ready, so the next look costs no `recv` that would find
+            // nothing (a `try_read` leaves it marked ready: one wasted syscall per request).
             self.buf.reserve(FIRST_READ);
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(n) => return n > 0,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return false,
+            let read = std::pin::pin!(self.stream.read_buf(&mut self.buf));
+            match body::poll_once(read).await {
+                std::task::Poll::Ready(Ok(n)) => return n > 0,
+                std::task::Poll::Ready(Err(_)) => return false,
+                std::task::Poll::Pending => {}
             }
             // Idle: hold no buffer while waiting.
             self.buf = Vec::new();
+            let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + keepalive);
             tokio::select! {
                 ready = self.stream.readable() => if ready.is_err() { return false },
                 _ = shutdown.changed() => return false,
-                _ = tokio::time::sleep(KEEPALIVE_TIMEOUT) => return false,
+                _ = idle.as_mut() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return false;
+                    }
+                    idle.as_mut().reset(deadline);
+                }
             }
         }
     }
@@ -238,9 +273,13 @@ struct Outcome {
 }
 
 impl Gateway {
-    pub fn new(routes: RouteTable) -> Self {
+    pub fn new(routes: RouteTable, timeouts: ClientTimeouts) -> Self {
         let upstreams = routes.routes().iter().map(Upstream::new).collect();
-        Gateway { routes, upstreams }
+        Gateway {
+            routes,
+            upstreams,
+            timeouts,
+        }
     }
 
     /// Serve one request. False: the client connection ends.
@@ -261,8 +300,8 @@ impl Gateway {
                     return self.refuse(client, refusal, start, out).await;
                 }
                 Err(Incomplete) => {
-                    let deadline =
-                        *deadline.get_or_insert_with(|| tokio::time::Instant::now() + HEAD_TIMEOUT);
+                    let deadline = *deadline
+                        .get_or_insert_with(|| tokio::time::Instant::now() + self.timeouts.head);
                     match client.read_more(deadline).await {
                         Ok(true) => {}
                         Ok(false) => return false,
