@@ -444,9 +444,15 @@ def main():
         def med(c, t, key):
             return statistics.median(r[key] for r in http[c][t])
 
+        def paired(c, t, key):
+            """Ratios to nginx round by round (the two ran minutes apart at most, so a
+            slow spell of the VM hits both): median, lowest, highest."""
+            ratios = [r[key] / n[key] for r, n in zip(http[c][t], http[c]["nginx"]) if n[key]]
+            return statistics.median(ratios), min(ratios), max(ratios)
+
         if args.http_only:
             for c in conns_list:
-                print(" | ".join(f"{t} {med(c, t, 'rps'):.0f} ({med(c, t, 'rps') / med(c, 'nginx', 'rps'):.2f}x, "
+                print(" | ".join(f"{t} {med(c, t, 'rps'):.0f} (paired {paired(c, t, 'rps')[0]:.2f}x, "
                                  f"{med(c, t, 'cpu_per_100k'):.2f} cpu-s/100k)" for t in targets))
             return
 
@@ -493,14 +499,14 @@ def main():
             insns["pingora-bare"] = instructions_per_request(work, "pingora-bare", bare_cmd, {}, cg_port, cg_url,
                                                              args.callgrind_seconds)
             print(f"  pingora-bare: {insns['pingora-bare'][0]:.0f} instructions/request (callgrind)", flush=True)
-        report(args, conns_list, targets, proxies, med, ws, down, up, idle_rss, log_lines, insns)
+        report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_rss, log_lines, insns)
     finally:
         for p in procs.values():
             p.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(args, conns_list, targets, proxies, med, ws, down, up, idle_rss, log_lines, insns):
+def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_rss, log_lines, insns):
     m = machine()
     now = datetime.datetime.now(datetime.timezone.utc)
     lines = [f"# beat-gateway benchmark, {now:%Y-%m-%d %H:%M} UTC", ""]
@@ -509,17 +515,23 @@ def report(args, conns_list, targets, proxies, med, ws, down, up, idle_rss, log_
               f"wrk with 1 thread; every proxy with 1 worker; 1 KiB JSON from an nginx upstream (1 worker). "
               + ("Proxies pinned to CPU 1, wrk and upstreams to CPU 0." if PIN else "No CPU pinning (one core)."), ""]
     lines += ["## HTTP (1 KiB JSON)", "",
-              "| conns | target | req/s | vs nginx | p50 ms | p99 ms | CPU s / 100k req | vs nginx |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| conns | target | req/s | vs nginx | paired vs nginx (range) | p50 ms | p99 ms | p99 paired vs nginx "
+              "| CPU s / 100k req | vs nginx |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for c in conns_list:
         base_rps, base_cpu = med(c, "nginx", "rps"), med(c, "nginx", "cpu_per_100k")
         for t in targets:
             rps, cpu = med(c, t, "rps"), med(c, t, "cpu_per_100k")
             cpu_cell = "-" if t == "direct" else f"{cpu:.2f}"
             cpu_ratio = "-" if t == "direct" else fmt_ratio(cpu, base_cpu)
-            lines.append(f"| {c} | {t} | {rps:.0f} | {fmt_ratio(rps, base_rps)} | {med(c, t, 'p50_ms'):.2f} | "
-                         f"{med(c, t, 'p99_ms'):.2f} | {cpu_cell} | {cpu_ratio} |")
-    lines += ["", "CPU for `direct` is the upstream's alone; for proxies it is the proxy's alone.", ""]
+            p_rps, lo, hi = paired(c, t, "rps")
+            p_p99 = paired(c, t, "p99_ms")[0]
+            lines.append(f"| {c} | {t} | {rps:.0f} | {fmt_ratio(rps, base_rps)} | {p_rps:.2f}x ({lo:.2f}-{hi:.2f}) | "
+                         f"{med(c, t, 'p50_ms'):.2f} | {med(c, t, 'p99_ms'):.2f} | {p_p99:.2f}x | {cpu_cell} | {cpu_ratio} |")
+    lines += ["", "CPU for `direct` is the upstream's alone; for proxies it is the proxy's alone. "
+              "\"Paired\" ratios compare each round's figure with nginx's in the same round and give the "
+              "median (lowest-highest) over rounds: this VM's speed drifts by 20% from minute to minute, "
+              "which moves medians taken separately more than it moves ratios taken side by side.", ""]
     have_baseline = {"pingora-bare", "gateway", "gateway-nolog"} <= set(targets)
     lines += [] if not have_baseline else ["## Against bare Pingora forwarding (the issue's baseline for feature cost)", "",
               "Ratios of the gateway to `pingora-bare` (a Pingora `ProxyHttp` that only forwards). "
