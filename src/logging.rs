@@ -24,6 +24,9 @@ use crate::settings::LogFormat;
 /// One structured field of a log line.
 pub enum Field<'a> {
     Str(&'a str),
+    /// Text known to hold only `[A-Za-z0-9._-]` (a checked request id): written as is,
+    /// without looking for characters to quote or escape.
+    Token(&'a str),
     U64(u64),
     F64(f64),
     /// Milliseconds with two decimals, given in microseconds (no float formatting).
@@ -46,10 +49,21 @@ pub fn init(format: LogFormat) {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     builder.format(move |buf, record| {
-        write_head(buf, format, record.level(), record.target(), record.args())?;
-        let mut fields = KvFields { out: buf, format };
+        let mut line = Vec::with_capacity(256);
+        write_head(
+            &mut line,
+            format,
+            record.level(),
+            record.target(),
+            record.args(),
+        );
+        let mut fields = KvFields {
+            out: &mut line,
+            format,
+        };
         let _ = record.key_values().visit(&mut fields);
-        write_tail(fields.out, format)
+        write_tail(&mut line, format);
+        buf.write_all(&line)
     });
     // Never colour: lines go to files and collectors, and env_logger would otherwise scan
     // every line for escape codes to strip.
@@ -81,11 +95,11 @@ pub fn access(level: log::Level, fields: &[(&str, Field<'_>)]) {
     }
     LINE.with_borrow_mut(|line| {
         line.clear();
-        let _ = write_head(line, sink.format, level, "access", &format_args!("request"));
+        write_head(line, sink.format, level, "access", &format_args!("request"));
         for (key, value) in fields {
-            let _ = write_field(line, sink.format, key, value);
+            write_field(line, sink.format, key, value);
         }
-        let _ = write_tail(line, sink.format);
+        write_tail(line, sink.format);
         match &sink.writer {
             Some(writer) => writer.append(line),
             None => {
@@ -95,18 +109,20 @@ pub fn access(level: log::Level, fields: &[(&str, Field<'_>)]) {
     });
 }
 
+/// The fields below write into a `Vec<u8>`: single bytes are pushed and the rest copied
+/// without the `io::Write` layer, which cannot fail here and would only add calls on a
+/// path taken for every request.
 fn write_head(
-    out: &mut impl Write,
+    out: &mut Vec<u8>,
     format: LogFormat,
     level: log::Level,
     target: &str,
     msg: &std::fmt::Arguments<'_>,
-) -> std::io::Result<()> {
+) {
     let ts = Timestamp::now();
     let ts = ts.text().as_bytes();
     match format {
         LogFormat::Text => {
-            // Written piece by piece: this runs for every access line.
             let level: &[u8] = match level {
                 log::Level::Error => b"ERROR",
                 log::Level::Warn => b"WARN ",
@@ -114,31 +130,37 @@ fn write_head(
                 log::Level::Debug => b"DEBUG",
                 log::Level::Trace => b"TRACE",
             };
-            out.write_all(ts)?;
-            out.write_all(b" ")?;
-            out.write_all(level)?;
-            out.write_all(b" ")?;
-            out.write_all(target.as_bytes())?;
-            out.write_all(b": ")?;
+            out.extend_from_slice(ts);
+            out.push(b' ');
+            out.extend_from_slice(level);
+            out.push(b' ');
+            out.extend_from_slice(target.as_bytes());
+            out.extend_from_slice(b": ");
             match msg.as_str() {
-                Some(text) => out.write_all(text.as_bytes()),
-                None => out.write_fmt(*msg),
+                Some(text) => out.extend_from_slice(text.as_bytes()),
+                None => {
+                    let _ = out.write_fmt(*msg);
+                }
             }
         }
         LogFormat::Json => {
-            out.write_all(b"{\"ts\":\"")?;
-            out.write_all(ts)?;
-            write!(out, "\",\"level\":\"{level}\",\"target\":")?;
-            serde_json::to_writer(&mut *out, target)?;
-            out.write_all(b",\"msg\":")?;
+            out.extend_from_slice(b"{\"ts\":\"");
+            out.extend_from_slice(ts);
+            let _ = write!(out, "\",\"level\":\"{level}\",\"target\":");
+            json_string(out, target);
+            out.extend_from_slice(b",\"msg\":");
             // A literal message (the usual case) is escaped in place, without a String.
             match msg.as_str() {
-                Some(text) => serde_json::to_writer(&mut *out, text)?,
-                None => serde_json::to_writer(&mut *out, &msg.to_string())?,
+                Some(text) => json_string(out, text),
+                None => json_string(out, &msg.to_string()),
             }
-            Ok(())
         }
     }
+}
+
+/// `s` as a JSON string, escaped.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// The current time as RFC 3339 with milliseconds (`2026-11-23T00:22:01.123Z`). The date
@@ -180,107 +202,99 @@ impl Timestamp {
     }
 }
 
-fn write_tail(out: &mut impl Write, format: LogFormat) -> std::io::Result<()> {
+fn write_tail(out: &mut Vec<u8>, format: LogFormat) {
     match format {
-        LogFormat::Text => out.write_all(b"\n"),
-        LogFormat::Json => out.write_all(b"}\n"),
+        LogFormat::Text => out.push(b'\n'),
+        LogFormat::Json => out.extend_from_slice(b"}\n"),
     }
 }
 
 /// ` key=value` (quoted when empty or holding spaces, quotes or '='), or `,"key":value`.
 /// Numbers and addresses, on every access line, are written with `itoa` rather than the
 /// `fmt` machinery.
-fn write_field(
-    out: &mut impl Write,
-    format: LogFormat,
-    key: &str,
-    value: &Field<'_>,
-) -> std::io::Result<()> {
+fn write_field(out: &mut Vec<u8>, format: LogFormat, key: &str, value: &Field<'_>) {
     match format {
         LogFormat::Text => {
             if let Field::Display(d) = value {
                 let text = d.to_string();
                 return write_field(out, format, key, &Field::Str(&text));
             }
-            out.write_all(b" ")?;
-            out.write_all(key.as_bytes())?;
-            out.write_all(b"=")?;
+            out.push(b' ');
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'=');
             match value {
                 Field::Str(s)
                     if s.is_empty() || s.bytes().any(|b| matches!(b, b' ' | b'"' | b'=')) =>
                 {
-                    write!(out, "{s:?}")
+                    let _ = write!(out, "{s:?}");
                 }
-                Field::Str(s) => out.write_all(s.as_bytes()),
-                Field::U64(n) => out.write_all(itoa::Buffer::new().format(*n).as_bytes()),
-                Field::F64(f) => write!(out, "{f}"),
+                Field::Str(s) | Field::Token(s) => out.extend_from_slice(s.as_bytes()),
+                Field::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+                Field::F64(f) => {
+                    let _ = write!(out, "{f}");
+                }
                 Field::Millis(us) => write_millis(out, *us),
                 Field::Addr(a) => write_addr(out, a),
-                Field::Display(_) => Ok(()),
+                Field::Display(_) => {}
             }
         }
         LogFormat::Json => {
-            out.write_all(b",")?;
-            serde_json::to_writer(&mut *out, key)?;
-            out.write_all(b":")?;
+            out.push(b',');
+            json_string(out, key);
+            out.push(b':');
             match value {
-                Field::Str(s) => serde_json::to_writer(&mut *out, s)?,
-                Field::U64(n) => out.write_all(itoa::Buffer::new().format(*n).as_bytes())?,
-                Field::F64(f) if f.is_finite() => write!(out, "{f}")?,
-                Field::F64(_) => out.write_all(b"null")?,
-                Field::Millis(us) => write_millis(out, *us)?,
-                Field::Addr(a) => {
-                    out.write_all(b"\"")?;
-                    write_addr(out, a)?;
-                    out.write_all(b"\"")?;
+                Field::Str(s) => json_string(out, s),
+                Field::Token(s) => {
+                    out.push(b'"');
+                    out.extend_from_slice(s.as_bytes());
+                    out.push(b'"');
                 }
-                Field::Display(d) => serde_json::to_writer(&mut *out, &d.to_string())?,
+                Field::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+                Field::F64(f) if f.is_finite() => {
+                    let _ = write!(out, "{f}");
+                }
+                Field::F64(_) => out.extend_from_slice(b"null"),
+                Field::Millis(us) => write_millis(out, *us),
+                Field::Addr(a) => {
+                    out.push(b'"');
+                    write_addr(out, a);
+                    out.push(b'"');
+                }
+                Field::Display(d) => json_string(out, &d.to_string()),
             }
-            Ok(())
         }
     }
 }
 
 /// `1234` microseconds as `1.23`.
-fn write_millis(out: &mut impl Write, micros: u64) -> std::io::Result<()> {
+fn write_millis(out: &mut Vec<u8>, micros: u64) {
     let hundredths = (micros + 5) / 10;
-    out.write_all(itoa::Buffer::new().format(hundredths / 100).as_bytes())?;
+    out.extend_from_slice(itoa::Buffer::new().format(hundredths / 100).as_bytes());
     let frac = hundredths % 100;
-    out.write_all(&[b'.', b'0' + (frac / 10) as u8, b'0' + (frac % 10) as u8])
+    out.extend_from_slice(&[b'.', b'0' + (frac / 10) as u8, b'0' + (frac % 10) as u8]);
 }
 
-fn write_addr(out: &mut impl Write, addr: &std::net::SocketAddr) -> std::io::Result<()> {
-    match addr {
-        std::net::SocketAddr::V4(v4) => {
-            write_ip(out, std::net::IpAddr::V4(*v4.ip()))?;
-            out.write_all(b":")?;
-            out.write_all(itoa::Buffer::new().format(v4.port()).as_bytes())
-        }
-        std::net::SocketAddr::V6(v6) => write!(out, "{v6}"),
+/// A socket address as text. The upstream's address is on every access line and is
+/// nearly always the one before: the last one written by this thread is kept as text.
+fn write_addr(out: &mut Vec<u8>, addr: &std::net::SocketAddr) {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::SocketAddr, Vec<u8>)>> =
+            const { std::cell::RefCell::new(None) };
     }
-}
-
-/// An IP address as text, IPv4 without the formatting machinery: it is written on every
-/// access line and into every request's `X-Forwarded-For`.
-pub fn write_ip(out: &mut impl Write, ip: std::net::IpAddr) -> std::io::Result<()> {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.octets().iter().enumerate() {
-                if i > 0 {
-                    out.write_all(b".")?;
-                }
-                out.write_all(digits.format(*octet).as_bytes())?;
-            }
-            Ok(())
+    LAST.with_borrow_mut(|last| match last {
+        Some((cached, text)) if cached == addr => out.extend_from_slice(text),
+        _ => {
+            let mut text = Vec::with_capacity(24);
+            let _ = write!(text, "{addr}");
+            out.extend_from_slice(&text);
+            *last = Some((*addr, text));
         }
-        std::net::IpAddr::V6(v6) => write!(out, "{v6}"),
-    }
+    });
 }
 
 /// The fields of a `log` record, written like the access line's.
 struct KvFields<'a> {
-    out: &'a mut env_logger::fmt::Formatter,
+    out: &'a mut Vec<u8>,
     format: LogFormat,
 }
 
@@ -295,8 +309,8 @@ impl<'kvs> VisitSource<'kvs> for KvFields<'_> {
         } else {
             Field::Display(&value)
         };
-        write_field(self.out, self.format, key.as_str(), &field)
-            .map_err(|_| kv::Error::msg("cannot write the log line"))
+        write_field(self.out, self.format, key.as_str(), &field);
+        Ok(())
     }
 }
 
@@ -389,7 +403,7 @@ mod tests {
     fn line(format: LogFormat, fields: &[(&str, Field<'_>)]) -> String {
         let mut out = Vec::new();
         for (k, v) in fields {
-            write_field(&mut out, format, k, v).unwrap();
+            write_field(&mut out, format, k, v);
         }
         String::from_utf8(out).unwrap()
     }
@@ -408,6 +422,9 @@ mod tests {
                 ("d", Field::Display(&addr)),
                 ("a4", Field::Addr(addr)),
                 ("a6", Field::Addr("[::1]:8080".parse().unwrap())),
+                ("a6", Field::Addr("[::1]:8080".parse().unwrap())),
+                ("a4", Field::Addr(addr)),
+                ("t", Field::Token("abc-1.2_3")),
                 ("m", Field::Millis(1234)),
                 ("m0", Field::Millis(4)),
                 ("m1", Field::Millis(120_005)),
@@ -416,7 +433,7 @@ mod tests {
         assert_eq!(
             got,
             " a=plain b=\"two words\" c=\"\" n=7 f=1.5 d=127.0.0.1:80 a4=127.0.0.1:80 \
-             a6=[::1]:8080 m=1.23 m0=0.00 m1=120.01"
+             a6=[::1]:8080 a6=[::1]:8080 a4=127.0.0.1:80 t=abc-1.2_3 m=1.23 m0=0.00 m1=120.01"
         );
     }
 
@@ -448,11 +465,12 @@ mod tests {
                 ("f", Field::F64(f64::NAN)),
                 ("a", Field::Addr("10.0.0.1:3000".parse().unwrap())),
                 ("m", Field::Millis(99)),
+                ("t", Field::Token("id-1")),
             ],
         );
         assert_eq!(
             got,
-            r#","s":"q\"x\n","n":7,"f":null,"a":"10.0.0.1:3000","m":0.10"#
+            r#","s":"q\"x\n","n":7,"f":null,"a":"10.0.0.1:3000","m":0.10,"t":"id-1""#
         );
     }
 }

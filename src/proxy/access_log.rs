@@ -48,7 +48,7 @@ pub fn write(e: &Entry<'_>) {
             ("upstream_addr", upstream_addr),
             ("status", Field::U64(u64::from(e.status))),
             ("duration_ms", Field::Millis(micros)),
-            ("request_id", Field::Str(e.request_id.as_str())),
+            ("request_id", Field::Token(e.request_id.as_str())),
             ("bytes_in", Field::U64(e.bytes_in)),
             ("bytes_out", Field::U64(e.bytes_out)),
             ("error", error),

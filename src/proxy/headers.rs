@@ -143,7 +143,7 @@ pub fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 pub fn write_forwarding<'h>(
     out: &mut Vec<u8>,
     forwarded_for: impl Iterator<Item = &'h [u8]>,
-    client_ip: Option<IpAddr>,
+    client_ip: Option<&ClientIp>,
     host: Option<&[u8]>,
     request_id: &RequestId,
 ) {
@@ -166,13 +166,51 @@ pub fn write_forwarding<'h>(
             if !first {
                 out.extend_from_slice(b", ");
             }
-            let _ = crate::logging::write_ip(out, ip.to_canonical());
+            out.extend_from_slice(ip.as_bytes());
         }
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
     if let Some(host) = host {
         line(out, b"X-Forwarded-Host", host);
+    }
+}
+
+/// A client's IP address as text, as `X-Forwarded-For` carries it (an IPv4-mapped IPv6
+/// address as plain IPv4). Formatted once per connection, not once per request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp {
+    len: u8,
+    /// Long enough for any IPv6 text form (`ffff:...:255.255.255.255` is 45).
+    text: [u8; 45],
+}
+
+impl ClientIp {
+    pub fn new(ip: IpAddr) -> Self {
+        use std::io::Write;
+        let mut text = [0; 45];
+        let mut rest = &mut text[..];
+        // IPv4 by hand: `fmt` takes several times as long for the same four numbers.
+        let _ = match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                let [a, b, c, d] = v4.octets();
+                let mut digits = itoa::Buffer::new();
+                rest.write_all(digits.format(a).as_bytes()).and_then(|()| {
+                    for n in [b, c, d] {
+                        rest.write_all(b".")?;
+                        rest.write_all(digits.format(n).as_bytes())?;
+                    }
+                    Ok(())
+                })
+            }
+            IpAddr::V6(v6) => write!(rest, "{v6}"),
+        };
+        let len = (45 - rest.len()) as u8;
+        ClientIp { len, text }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text[..usize::from(self.len)]
     }
 }
 
@@ -206,7 +244,7 @@ mod tests {
         write_forwarding(
             &mut out,
             chain.into_iter(),
-            Some("192.0.2.7".parse().unwrap()),
+            Some(&ClientIp::new("192.0.2.7".parse().unwrap())),
             Some(b"api.example.org"),
             &id,
         );
@@ -220,14 +258,44 @@ mod tests {
 
         let mut out = Vec::new();
         let ip = "::ffff:127.0.0.1".parse().ok();
-        write_forwarding(&mut out, std::iter::empty(), ip, None, &id);
+        write_forwarding(
+            &mut out,
+            std::iter::empty(),
+            ip.map(ClientIp::new).as_ref(),
+            None,
+            &id,
+        );
         assert!(text(&out).contains("X-Forwarded-For: 127.0.0.1\r\n"));
         assert!(!text(&out).contains("X-Forwarded-Host"));
 
         let mut out = Vec::new();
         let ip = "2001:db8::7".parse().ok();
-        write_forwarding(&mut out, std::iter::empty(), ip, None, &id);
+        write_forwarding(
+            &mut out,
+            std::iter::empty(),
+            ip.map(ClientIp::new).as_ref(),
+            None,
+            &id,
+        );
         assert!(text(&out).contains("X-Forwarded-For: 2001:db8::7\r\n"));
+    }
+
+    #[test]
+    fn client_ip_text() {
+        for (ip, want) in [
+            ("0.0.0.0", "0.0.0.0"),
+            ("192.168.10.255", "192.168.10.255"),
+            ("::ffff:10.0.0.1", "10.0.0.1"),
+            ("2001:db8::7", "2001:db8::7"),
+            (
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            ),
+            ("::1.2.3.4", "::102:304"),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(text(ClientIp::new(ip).as_bytes()), want, "{ip}");
+        }
     }
 
     #[test]

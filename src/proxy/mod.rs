@@ -27,7 +27,6 @@ mod request_id;
 mod respond;
 mod response;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +37,7 @@ use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use body::{BodyError, Side, Timeouts};
+use headers::ClientIp;
 use request::{Framing, Incomplete, Refusal, Request};
 use response::{Parsed, Response};
 
@@ -96,7 +96,7 @@ impl ServerApp for Gateway {
 impl Gateway {
     /// Serve a client connection until it closes, idles out, or the gateway shuts down.
     async fn serve(self: Arc<Self>, stream: tokio::net::TcpStream, mut shutdown: ShutdownWatch) {
-        let ip = stream.peer_addr().ok().map(|a| a.ip());
+        let ip = stream.peer_addr().ok().map(|a| ClientIp::new(a.ip()));
         let mut client = Client {
             stream,
             ip,
@@ -144,7 +144,8 @@ fn take_socket(stream: Stream) -> std::io::Result<tokio::net::TcpStream> {
 /// A client connection and the bytes read from it that are not handled yet.
 struct Client {
     stream: tokio::net::TcpStream,
-    ip: Option<IpAddr>,
+    /// For `X-Forwarded-For`.
+    ip: Option<ClientIp>,
     /// The current request's head (and whatever followed it). Empty between requests, so
     /// an idle connection holds no buffer.
     buf: Vec<u8>,
@@ -289,7 +290,7 @@ impl Gateway {
         // Set when the head turns out to need more than one read.
         let mut deadline = None;
         let prepared = loop {
-            match request::prepare(&client.buf, &self.routes, client.ip, &mut out) {
+            match request::prepare(&client.buf, &self.routes, client.ip.as_ref(), &mut out) {
                 Ok(prepared) => break prepared,
                 Err(Incomplete) if client.buf.len() >= MAX_HEAD => {
                     let refusal = if client.buf.contains(&b'\n') {

@@ -6,10 +6,9 @@
 // request: boxing it would put an allocation on the path it exists to keep cheap.
 #![allow(clippy::result_large_err)]
 
-use std::net::IpAddr;
 use std::ops::Range;
 
-use super::headers::{self, Name, line};
+use super::headers::{self, ClientIp, Name, line};
 use super::request_id::{self, RequestId};
 use crate::router::{RouteTable, check_path};
 
@@ -88,7 +87,7 @@ pub struct Incomplete;
 pub fn prepare(
     buf: &[u8],
     routes: &RouteTable,
-    client_ip: Option<IpAddr>,
+    client_ip: Option<&ClientIp>,
     out: &mut Vec<u8>,
 ) -> Result<Result<Request, Refusal>, Incomplete> {
     // Left uninitialised: httparse writes the lines it finds (4 KiB of zeroing saved).
@@ -302,7 +301,7 @@ impl<'b> Head<'b> {
     fn forward(
         self,
         routes: &RouteTable,
-        client_ip: Option<IpAddr>,
+        client_ip: Option<&ClientIp>,
         out: &mut Vec<u8>,
     ) -> Result<Request, Refusal> {
         let method = range_of(self.buf, self.method.as_bytes());
@@ -430,8 +429,8 @@ mod tests {
 
     fn run(raw: &str) -> Result<(Request, String), Refusal> {
         let mut out = Vec::new();
-        let ip = Some("10.1.2.3".parse().unwrap());
-        match prepare(raw.as_bytes(), &routes(), ip, &mut out) {
+        let ip = ClientIp::new("10.1.2.3".parse().unwrap());
+        match prepare(raw.as_bytes(), &routes(), Some(&ip), &mut out) {
             Ok(r) => r.map(|req| (req, String::from_utf8(out).unwrap())),
             Err(Incomplete) => panic!("incomplete: {raw:?}"),
         }
