@@ -26,7 +26,6 @@ mod request;
 mod request_id;
 mod respond;
 mod response;
-mod timer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,18 +102,17 @@ impl Gateway {
             ip,
             buf: Vec::new(),
         };
-        // One timer each for the wait between requests and the wait for the service's
-        // answer, for the connection's life rather than one per request (see `timer`).
+        // One keep-alive timer for the connection's life, not one per request (see
+        // `Client::wait_for_request`); unarmed until the connection first waits.
         let keepalive = self.timeouts.keepalive;
-        let mut idle = std::pin::pin!(timer::unarmed());
-        let mut answer = std::pin::pin!(timer::unarmed());
+        let mut idle = std::pin::pin!(tokio::time::sleep(keepalive));
         while client
             .wait_for_request(&mut shutdown, keepalive, idle.as_mut())
             .await
         {
             // Boxed, so that an idle connection's task holds only the small waiting state,
             // not the larger state of a request in flight.
-            if !Box::pin(self.exchange(&mut client, &shutdown, answer.as_mut())).await {
+            if !Box::pin(self.exchange(&mut client, &shutdown)).await {
                 break;
             }
         }
@@ -156,6 +154,11 @@ struct Client {
 impl Client {
     /// Wait for the next request's first bytes. False: the client left, stayed idle for
     /// `keepalive`, or the gateway is shutting down.
+    ///
+    /// `idle` is the connection's one timer. It is not moved on every request (a timer
+    /// wheel insertion and removal each time): when it fires, the wait it was armed for
+    /// may be long over, so it is checked against this wait's own deadline and re-armed
+    /// for it. It fires no later than that deadline, as every earlier wait began earlier.
     async fn wait_for_request(
         &mut self,
         shutdown: &mut ShutdownWatch,
@@ -165,6 +168,7 @@ impl Client {
         if !self.buf.is_empty() {
             return !*shutdown.borrow();
         }
+        let mut deadline = None;
         loop {
             if *shutdown.borrow() {
                 return false;
@@ -182,14 +186,16 @@ impl Client {
             }
             // Idle: hold no buffer while waiting.
             self.buf = Vec::new();
-            let readable = async {
-                tokio::select! {
-                    ready = self.stream.readable() => ready.is_ok(),
-                    _ = shutdown.changed() => false,
+            let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + keepalive);
+            tokio::select! {
+                ready = self.stream.readable() => if ready.is_err() { return false },
+                _ = shutdown.changed() => return false,
+                _ = idle.as_mut() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return false;
+                    }
+                    idle.as_mut().reset(deadline);
                 }
-            };
-            if timer::within(idle.as_mut(), keepalive, readable).await != Some(true) {
-                return false;
             }
         }
     }
@@ -278,12 +284,7 @@ impl Gateway {
     }
 
     /// Serve one request. False: the client connection ends.
-    async fn exchange(
-        &self,
-        client: &mut Client,
-        shutdown: &ShutdownWatch,
-        answer: std::pin::Pin<&mut tokio::time::Sleep>,
-    ) -> bool {
+    async fn exchange(&self, client: &mut Client, shutdown: &ShutdownWatch) -> bool {
         let start = Instant::now();
         let mut out = Vec::with_capacity(2048);
         // Set when the head turns out to need more than one read.
@@ -320,7 +321,7 @@ impl Gateway {
 
         let upstream = &self.upstreams[req.route];
         let outcome = self
-            .forward(client, &req, upstream, &mut out, shutdown, answer)
+            .forward(client, &req, upstream, &mut out, shutdown)
             .await;
         if let Some(e) = &outcome.error
             && outcome.status == 0
@@ -361,7 +362,6 @@ impl Gateway {
         upstream: &Upstream,
         out: &mut Vec<u8>,
         shutdown: &ShutdownWatch,
-        mut answer: std::pin::Pin<&mut tokio::time::Sleep>,
     ) -> Outcome {
         let mut outcome = Outcome {
             status: 0,
@@ -436,7 +436,6 @@ impl Gateway {
             match read_response(
                 &mut conn,
                 req,
-                answer.as_mut(),
                 upstream.read_timeout(),
                 closing,
                 out,
@@ -596,7 +595,6 @@ impl Gateway {
 async fn read_response(
     conn: &mut Connection,
     req: &Request,
-    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
     timeout: Duration,
     closing: bool,
     out: &mut Vec<u8>,
@@ -607,7 +605,7 @@ async fn read_response(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(8 * 1024);
         }
-        let n = match timer::within(timer.as_mut(), timeout, conn.stream.read_buf(buf)).await {
+        let n = match body::within(timeout, conn.stream.read_buf(buf)).await {
             Some(Ok(n)) => n,
             Some(Err(_)) => return Err(Failure::Upstream("connection reset")),
             None => return Err(Failure::UpstreamTimeout(timeout)),
