@@ -69,6 +69,39 @@ async fn read_timeout_is_a_json_504() {
     assert_eq!(resp.status(), 200);
 }
 
+/// On a busy keep-alive connection each request gets the full read timeout, and no more,
+/// whatever timers earlier requests left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_timeout_counts_from_each_request_on_a_busy_connection() {
+    let up = upstream::http("slow").await;
+    let gw = Gateway::start(&config(&[(
+        "core-service",
+        "/core",
+        up.addr,
+        r#""strip_prefix": true, "read_timeout_ms": 500"#,
+    )]));
+    let c = client();
+    // Three timeout periods of answers that come in time, on one connection.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let resp = c.get(gw.url("/core/slow/100")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    // Just under the limit: answered, whatever deadline earlier requests left behind.
+    for _ in 0..3 {
+        let resp = c.get(gw.url("/core/slow/350")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let started = Instant::now();
+    let resp = c.get(gw.url("/core/slow/3000")).send().await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(resp.status(), 504);
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_millis(2500),
+        "504 after {waited:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unresolvable_host_is_a_502_and_a_log_line() {
     let json_config = r#"{"services": [{"name": "ghost", "host": "no-such-service.invalid",
