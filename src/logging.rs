@@ -86,7 +86,7 @@ pub fn access_enabled(level: log::Level) -> bool {
 /// Write one access line (target `access`, message `request`). Callers check
 /// [`access_enabled`] first, so that neither they nor this gather fields for a line that
 /// `RUST_LOG` filters out.
-pub fn access(level: log::Level, fields: &[(&str, Field<'_>)]) {
+pub fn access(level: log::Level, fields: &[(Key, Field<'_>)]) {
     let Some(sink) = ACCESS.get() else {
         return;
     };
@@ -97,7 +97,8 @@ pub fn access(level: log::Level, fields: &[(&str, Field<'_>)]) {
         line.clear();
         write_head(line, sink.format, level, "access", &format_args!("request"));
         for (key, value) in fields {
-            write_field(line, sink.format, key, value);
+            line.extend_from_slice(key.separated(sink.format));
+            write_value(line, sink.format, value);
         }
         write_tail(line, sink.format);
         match &sink.writer {
@@ -120,7 +121,7 @@ fn write_head(
     msg: &std::fmt::Arguments<'_>,
 ) {
     let ts = Timestamp::now();
-    let ts = ts.text().as_bytes();
+    let ts = ts.bytes();
     match format {
         LogFormat::Text => {
             let level: &[u8] = match level {
@@ -197,8 +198,14 @@ impl Timestamp {
         Timestamp { text }
     }
 
+    /// ASCII by construction: no UTF-8 check on a path taken for every line.
+    fn bytes(&self) -> &[u8] {
+        self.text.trim_ascii_end()
+    }
+
+    #[cfg(test)]
     fn text(&self) -> &str {
-        std::str::from_utf8(&self.text).unwrap_or("-").trim_end()
+        std::str::from_utf8(self.bytes()).unwrap_or("-")
     }
 }
 
@@ -209,60 +216,90 @@ fn write_tail(out: &mut Vec<u8>, format: LogFormat) {
     }
 }
 
-/// ` key=value` (quoted when empty or holding spaces, quotes or '='), or `,"key":value`.
-/// Numbers and addresses, on every access line, are written with `itoa` rather than the
-/// `fmt` machinery.
-fn write_field(out: &mut Vec<u8>, format: LogFormat, key: &str, value: &Field<'_>) {
+/// A field's name with its separators, as each format writes it (` name=` and
+/// `,"name":`), so that a line copies it in one go. Made by [`log_key!`].
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    text: &'static str,
+    json: &'static str,
+}
+
+impl Key {
+    #[doc(hidden)]
+    pub const fn __new(text: &'static str, json: &'static str) -> Key {
+        Key { text, json }
+    }
+
+    fn separated(&self, format: LogFormat) -> &'static [u8] {
+        match format {
+            LogFormat::Text => self.text.as_bytes(),
+            LogFormat::Json => self.json.as_bytes(),
+        }
+    }
+}
+
+/// A [`Key`] for a field name (a literal that needs no JSON escaping).
+#[macro_export]
+macro_rules! log_key {
+    ($name:literal) => {
+        $crate::logging::Key::__new(concat!(" ", $name, "="), concat!(",\"", $name, "\":"))
+    };
+}
+
+/// ` key=` or `,"key":` for a name known only at run time (a `log` record's fields).
+fn write_key(out: &mut Vec<u8>, format: LogFormat, key: &str) {
     match format {
         LogFormat::Text => {
-            if let Field::Display(d) = value {
-                let text = d.to_string();
-                return write_field(out, format, key, &Field::Str(&text));
-            }
             out.push(b' ');
             out.extend_from_slice(key.as_bytes());
             out.push(b'=');
-            match value {
-                Field::Str(s)
-                    if s.is_empty() || s.bytes().any(|b| matches!(b, b' ' | b'"' | b'=')) =>
-                {
-                    let _ = write!(out, "{s:?}");
-                }
-                Field::Str(s) | Field::Token(s) => out.extend_from_slice(s.as_bytes()),
-                Field::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
-                Field::F64(f) => {
-                    let _ = write!(out, "{f}");
-                }
-                Field::Millis(us) => write_millis(out, *us),
-                Field::Addr(a) => write_addr(out, a),
-                Field::Display(_) => {}
-            }
         }
         LogFormat::Json => {
             out.push(b',');
             json_string(out, key);
             out.push(b':');
-            match value {
-                Field::Str(s) => json_string(out, s),
-                Field::Token(s) => {
-                    out.push(b'"');
-                    out.extend_from_slice(s.as_bytes());
-                    out.push(b'"');
-                }
-                Field::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
-                Field::F64(f) if f.is_finite() => {
-                    let _ = write!(out, "{f}");
-                }
-                Field::F64(_) => out.extend_from_slice(b"null"),
-                Field::Millis(us) => write_millis(out, *us),
-                Field::Addr(a) => {
-                    out.push(b'"');
-                    write_addr(out, a);
-                    out.push(b'"');
-                }
-                Field::Display(d) => json_string(out, &d.to_string()),
-            }
         }
+    }
+}
+
+/// A field's value: in text quoted when empty or holding spaces, quotes or '='; in JSON
+/// typed and escaped. Numbers and addresses, on every access line, are written with
+/// `itoa` rather than the `fmt` machinery.
+fn write_value(out: &mut Vec<u8>, format: LogFormat, value: &Field<'_>) {
+    match format {
+        LogFormat::Text => match value {
+            Field::Str(s) if s.is_empty() || s.bytes().any(|b| matches!(b, b' ' | b'"' | b'=')) => {
+                let _ = write!(out, "{s:?}");
+            }
+            Field::Str(s) | Field::Token(s) => out.extend_from_slice(s.as_bytes()),
+            Field::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+            Field::F64(f) => {
+                let _ = write!(out, "{f}");
+            }
+            Field::Millis(us) => write_millis(out, *us),
+            Field::Addr(a) => write_addr(out, a),
+            Field::Display(d) => write_value(out, format, &Field::Str(&d.to_string())),
+        },
+        LogFormat::Json => match value {
+            Field::Str(s) => json_string(out, s),
+            Field::Token(s) => {
+                out.push(b'"');
+                out.extend_from_slice(s.as_bytes());
+                out.push(b'"');
+            }
+            Field::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+            Field::F64(f) if f.is_finite() => {
+                let _ = write!(out, "{f}");
+            }
+            Field::F64(_) => out.extend_from_slice(b"null"),
+            Field::Millis(us) => write_millis(out, *us),
+            Field::Addr(a) => {
+                out.push(b'"');
+                write_addr(out, a);
+                out.push(b'"');
+            }
+            Field::Display(d) => json_string(out, &d.to_string()),
+        },
     }
 }
 
@@ -309,7 +346,8 @@ impl<'kvs> VisitSource<'kvs> for KvFields<'_> {
         } else {
             Field::Display(&value)
         };
-        write_field(self.out, self.format, key.as_str(), &field);
+        write_key(self.out, self.format, key.as_str());
+        write_value(self.out, self.format, &field);
         Ok(())
     }
 }
@@ -403,7 +441,8 @@ mod tests {
     fn line(format: LogFormat, fields: &[(&str, Field<'_>)]) -> String {
         let mut out = Vec::new();
         for (k, v) in fields {
-            write_field(&mut out, format, k, v);
+            write_key(&mut out, format, k);
+            write_value(&mut out, format, v);
         }
         String::from_utf8(out).unwrap()
     }
@@ -435,6 +474,15 @@ mod tests {
             " a=plain b=\"two words\" c=\"\" n=7 f=1.5 d=127.0.0.1:80 a4=127.0.0.1:80 \
              a6=[::1]:8080 a6=[::1]:8080 a4=127.0.0.1:80 t=abc-1.2_3 m=1.23 m0=0.00 m1=120.01"
         );
+    }
+
+    #[test]
+    fn prebuilt_keys_match_run_time_ones() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let mut at_run_time = Vec::new();
+            write_key(&mut at_run_time, format, "duration_ms");
+            assert_eq!(log_key!("duration_ms").separated(format), at_run_time);
+        }
     }
 
     #[test]

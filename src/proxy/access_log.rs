@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::request_id::RequestId;
+use crate::log_key;
 use crate::logging::{self, Field};
 
 /// What is known about a request when it ends.
@@ -41,17 +42,17 @@ pub fn write(e: &Entry<'_>) {
     logging::access(
         level,
         &[
-            ("method", Field::Str(e.method)),
-            ("path", Field::Str(e.path)),
-            ("route", Field::Str(e.route)),
-            ("upstream", Field::Str(e.upstream)),
-            ("upstream_addr", upstream_addr),
-            ("status", Field::U64(u64::from(e.status))),
-            ("duration_ms", Field::Millis(micros)),
-            ("request_id", Field::Token(e.request_id.as_str())),
-            ("bytes_in", Field::U64(e.bytes_in)),
-            ("bytes_out", Field::U64(e.bytes_out)),
-            ("error", error),
+            (log_key!("method"), Field::Str(e.method)),
+            (log_key!("path"), Field::Str(e.path)),
+            (log_key!("route"), Field::Str(e.route)),
+            (log_key!("upstream"), Field::Str(e.upstream)),
+            (log_key!("upstream_addr"), upstream_addr),
+            (log_key!("status"), Field::U64(u64::from(e.status))),
+            (log_key!("duration_ms"), Field::Millis(micros)),
+            (log_key!("request_id"), Field::Token(e.request_id.as_str())),
+            (log_key!("bytes_in"), Field::U64(e.bytes_in)),
+            (log_key!("bytes_out"), Field::U64(e.bytes_out)),
+            (log_key!("error"), error),
         ],
     );
 }
