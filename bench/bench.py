@@ -32,6 +32,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import re
 import resource
 import shutil
@@ -377,8 +378,8 @@ def fmt_ratio(v, base):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="short runs, for trying the harness")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--conns", default="16,64,256")
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--http-only", action="store_true", help="skip WebSocket, streaming and idle runs")
@@ -445,15 +446,19 @@ def main():
             return statistics.median(r[key] for r in http[c][t])
 
         def paired(c, t, key):
-            """Ratios to nginx round by round (the two ran minutes apart at most, so a
-            slow spell of the VM hits both): median, lowest, highest."""
+            """Ratios to nginx round by round (the two ran a minute apart at most, so a slow
+            spell of the VM hits both): the median, and a 90% confidence interval of that
+            median (bootstrap over the rounds, seeded so that a report can be reproduced)."""
             ratios = [r[key] / n[key] for r, n in zip(http[c][t], http[c]["nginx"]) if n[key]]
-            return statistics.median(ratios), min(ratios), max(ratios)
+            rng = random.Random(0)
+            medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+            return statistics.median(ratios), medians[100], medians[1899]
 
         if args.http_only:
             for c in conns_list:
                 print(" | ".join(f"{t} {med(c, t, 'rps'):.0f} (paired {paired(c, t, 'rps')[0]:.2f}x, "
                                  f"{med(c, t, 'cpu_per_100k'):.2f} cpu-s/100k)" for t in targets))
+            report(args, conns_list, targets, proxies, med, paired, None, None, None, None, None, {})
             return
 
         ws = {t: [] for t in proxies}
@@ -515,7 +520,7 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
               f"wrk with 1 thread; every proxy with 1 worker; 1 KiB JSON from an nginx upstream (1 worker). "
               + ("Proxies pinned to CPU 1, wrk and upstreams to CPU 0." if PIN else "No CPU pinning (one core)."), ""]
     lines += ["## HTTP (1 KiB JSON)", "",
-              "| conns | target | req/s | vs nginx | paired vs nginx (range) | p50 ms | p99 ms | p99 paired vs nginx "
+              "| conns | target | req/s | vs nginx | paired vs nginx (90% CI) | p50 ms | p99 ms | p99 paired vs nginx "
               "| CPU s / 100k req | vs nginx |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for c in conns_list:
@@ -530,8 +535,9 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
                          f"{med(c, t, 'p50_ms'):.2f} | {med(c, t, 'p99_ms'):.2f} | {p_p99:.2f}x | {cpu_cell} | {cpu_ratio} |")
     lines += ["", "CPU for `direct` is the upstream's alone; for proxies it is the proxy's alone. "
               "\"Paired\" ratios compare each round's figure with nginx's in the same round and give the "
-              "median (lowest-highest) over rounds: this VM's speed drifts by 20% from minute to minute, "
-              "which moves medians taken separately more than it moves ratios taken side by side.", ""]
+              "median over rounds, with a 90% confidence interval of that median (bootstrap): this VM's "
+              "speed drifts by 20% from minute to minute, which moves medians taken separately more than "
+              "ratios taken side by side. With few rounds the interval is wide; `--rounds 20` narrows it.", ""]
     have_baseline = {"pingora-bare", "gateway", "gateway-nolog"} <= set(targets)
     lines += [] if not have_baseline else ["## Against bare Pingora forwarding (the issue's baseline for feature cost)", "",
               "Ratios of the gateway to `pingora-bare` (a Pingora `ProxyHttp` that only forwards). "
@@ -555,6 +561,15 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
                   f"| gateway (access log on) | {g:.0f} | {fmt_ratio(g, b)} |", "",
                   f"The access log costs {(g / n - 1) * 100:+.1f}% of the gateway's user-space instructions."]
     lines += [""]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = f"{now:%Y%m%d-%H%M}"
+    if ws is None:  # --http-only: its own file, so that latest.md keeps the last full run
+        md = "\n".join(lines) + "\n"
+        (RESULTS / f"{stamp}-http.md").write_text(md)
+        (RESULTS / "latest-http.md").write_text(md)
+        print(md)
+        print(f"written: bench/results/{stamp}-http.md (and latest-http.md)")
+        return
     lines += ["", "## WebSocket, streaming, idle connections", "",
               "| target | WS round trips/s | vs nginx | 10 MiB download MiB/s | 10 MiB upload MiB/s | RSS, "
               f"{args.idle} idle conns (MiB) | vs nginx |", "|---|---|---|---|---|---|---|"]
@@ -565,8 +580,6 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
                      f"{statistics.median(down[t]):.0f} | {statistics.median(up[t]):.0f} | {idle_rss[t] / 1024:.1f} | "
                      f"{fmt_ratio(idle_rss[t], idle_rss['nginx'])} |")
     lines += ["", f"The logging gateway wrote {log_lines} access lines during the run.", ""]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = f"{now:%Y%m%d-%H%M}"
     md = "\n".join(lines) + "\n"
     (RESULTS / f"{stamp}.md").write_text(md)
     (RESULTS / "latest.md").write_text(md)
