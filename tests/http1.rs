@@ -349,15 +349,17 @@ async fn a_head_sent_byte_by_byte_gets_408_when_its_time_is_up() {
     let (up, mut requests) = upstream::raw(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
     let gw = core_route_with(up.addr, &[("PROXY_HEADER_TIMEOUT_SECONDS", "1")]);
     let (sock, mut r) = connect(&gw);
-    // Slowloris: a byte every 100 ms keeps the connection busy but the head never ends.
+    // Slowloris: a byte every 20 ms keeps the connection busy but the head never ends. It
+    // goes on sending after the 408: the answer must still arrive whole and the connection
+    // end cleanly (no reset), which needs the gateway to read and drop the rest.
     let mut writer = sock.try_clone().unwrap();
     let trickle = std::thread::spawn(move || {
         let head = b"GET /core/slow HTTP/1.1\r\nHost: a\r\nX-Slow: ".iter();
-        for byte in head.chain(std::iter::repeat(&b'z')).take(200) {
+        for byte in head.chain(std::iter::repeat(&b'z')).take(250) {
             if writer.write_all(&[*byte]).is_err() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(20));
         }
     });
     let start = std::time::Instant::now();
@@ -375,4 +377,26 @@ async fn a_head_sent_byte_by_byte_gets_408_when_its_time_is_up() {
         requests.try_recv().is_err(),
         "the service saw the slow request"
     );
+}
+
+/// A client still sending when the gateway refuses and closes (here a 300 KB body behind a
+/// malformed head) must get the answer and a clean end, not a reset that destroys it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_reaches_a_client_that_is_still_sending() {
+    let (_up, gw) = support::core_gateway("core").await;
+    let (mut sock, mut r) = connect(&gw);
+    let mut request =
+        b"POST /core/x HTTP/1.1\r\nHost: a\r\nBad Header: 1\r\nContent-Length: 300000\r\n\r\n"
+            .to_vec();
+    request.extend(std::iter::repeat_n(b'x', 300_000));
+    sock.write_all(&request).unwrap();
+    // Everything is on its way before the client reads: a reset would have arrived too.
+    std::thread::sleep(Duration::from_millis(300));
+    let reply = read_reply(&mut r, false);
+    assert_eq!(reply.status(), 400, "{}", reply.head);
+    assert_eq!(reply.header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest)
+        .expect("end of stream after the answer, not a reset");
+    assert!(rest.is_empty());
 }

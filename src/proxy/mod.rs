@@ -52,6 +52,10 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Buffer for a request head when a connection wakes up; it grows when a head is larger.
 const FIRST_READ: usize = 1024;
+/// When the gateway ends a connection, how long and how much of what the client still
+/// sends is read and dropped before the socket is closed (see `Client::linger`).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// The gateway: the route table and, index for index, each route's upstream.
 pub struct Gateway {
@@ -113,6 +117,7 @@ impl Gateway {
             // Boxed, so that an idle connection's task holds only the small waiting state,
             // not the larger state of a request in flight.
             if !Box::pin(self.exchange(&mut client, &shutdown)).await {
+                Box::pin(client.linger()).await;
                 break;
             }
         }
@@ -211,6 +216,29 @@ impl Client {
             Some(Ok(n)) => Ok(n > 0),
             Some(Err(_)) => Ok(false),
             None => Err(()),
+        }
+    }
+
+    /// End a connection the gateway decided to close, without losing its last answer.
+    ///
+    /// A socket closed with unread bytes (a client still sending a body or a slow head the
+    /// gateway refused) makes the kernel send a reset, and a reset can destroy the answer
+    /// before the client reads it: the client sees "connection reset" instead of its 408
+    /// or 502. So, as nginx's lingering close does: end the sending side (the client gets
+    /// the answer, then end-of-stream), and read and drop what still comes, until the
+    /// client closes, [`LINGER_BYTES`] or [`LINGER_TIME`].
+    async fn linger(&mut self) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + LINGER_TIME;
+        let mut sink = vec![0; 16 * 1024];
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => dropped += n,
+                _ => return,
+            }
         }
     }
 
