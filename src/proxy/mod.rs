@@ -232,10 +232,13 @@ impl Client {
             return;
         }
         let deadline = tokio::time::Instant::now() + LINGER_TIME;
-        let mut sink = vec![0; 16 * 1024];
         let mut dropped = 0;
         while dropped < LINGER_BYTES {
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut sink)).await {
+            // The connection's own buffer, unzeroed: for clients that close after every
+            // response this runs once per request.
+            self.buf.clear();
+            self.buf.reserve(16 * 1024);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
                 Ok(Ok(n)) if n > 0 => dropped += n,
                 _ => return,
             }
