@@ -1,18 +1,24 @@
 //! Assemble the Pingora server: its configuration (Pingora's `-c` file if given, with our
-//! settings on top), the proxy service on the listen address, and run it.
+//! settings on top), the proxy service (`pingora_proxy`'s, around our `ProxyHttp`) on the
+//! listen address, and run it.
 
+use std::time::Duration;
+
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::services::listening::Service;
+use pingora_proxy::ProxyServiceBuilder;
 
-use crate::proxy::{ClientTimeouts, Gateway};
+use crate::proxy::Gateway;
 use crate::router::RouteTable;
 use crate::settings::Settings;
 
 /// Runtime shutdown after the grace period: in-flight work still running then is cut.
 const SHUTDOWN_TIMEOUT_SECONDS: u64 = 2;
+/// The listener's write buffer: one TCP segment on loopback's and most paths' MSS.
+const WRITE_BUFFER: usize = 1460;
 
 /// Build the server; the caller runs it. Errors: Pingora's own config file, or the listen
 /// address is unavailable.
@@ -58,18 +64,29 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    let timeouts = ClientTimeouts {
-        keepalive: std::time::Duration::from_secs(settings.keepalive_seconds),
-        head: std::time::Duration::from_secs(settings.header_timeout_seconds),
-    };
-    let gateway = Gateway::new(routes, timeouts);
-    let mut proxy = Service::new("beat-gateway".to_string(), gateway);
-    // Pingora gives every connection a 64 KiB read buffer (sized for TLS records) and a
-    // small write buffer. The gateway reads heads into its own buffer, streams bodies in
-    // 64 KiB reads and writes each head with its first body bytes in one call, so Pingora's
-    // buffers would only add copies, and memory on every idle keep-alive connection.
+    let gateway = Gateway::new(routes, Duration::from_secs(settings.keepalive_seconds));
+    let mut options = HttpServerOptions::default();
+    // CONNECT reaches `request_filter`, which refuses it with the gateway's JSON 405
+    // (Pingora's own refusal is a bare 405 before any phase runs).
+    options.allow_connect_method_proxying = true;
+    // From a head's first byte to its end (vendored pingora-core, vendor/README.md).
+    options.h1_request_header_timeout = Some(Duration::from_secs(settings.header_timeout_seconds));
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, gateway)
+        .name("beat-gateway")
+        .server_options(options)
+        .build();
+    if let Some(app) = proxy.app_logic_mut() {
+        // A quiet WebSocket is a healthy one: once the service's 101 is in, its read
+        // timeout no longer applies (vendored pingora-proxy, vendor/README.md).
+        app.upgraded_without_read_timeout = true;
+    }
+    // Pingora gives every accepted connection a 64 KiB read buffer (sized for TLS
+    // records). Reading heads and bodies straight from the socket costs nothing measurable
+    // and saves that on every idle keep-alive connection; a small write buffer lets a
+    // response head and its first body bytes leave in one write.
     proxy.add_listener(
-        ListenerConfig::tcp(settings.listen_addr()).l4_buffer(L4BufferSettings::unbuffered()),
+        ListenerConfig::tcp(settings.listen_addr())
+            .l4_buffer(L4BufferSettings::new(0, WRITE_BUFFER)),
     );
     server.add_service(proxy);
     Ok(server)

@@ -6,27 +6,75 @@ use std::fmt::Display;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use pingora_core::Error;
+use pingora_proxy::Session;
+
+use super::ctx::RequestCtx;
+use super::errors::Reply;
 use super::request_id::RequestId;
 use crate::log_key;
 use crate::logging::{self, Field};
+use crate::router::Route;
+use crate::upstream::Upstream;
 
 /// What is known about a request when it ends.
-pub struct Entry<'a> {
-    pub start: Instant,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub route: &'a str,
-    pub upstream: &'a str,
-    pub upstream_addr: Option<SocketAddr>,
+struct Entry<'a> {
+    start: Instant,
+    method: &'a str,
+    path: &'a str,
+    route: &'a str,
+    upstream: &'a str,
+    upstream_addr: Option<SocketAddr>,
     /// 0 when no response was sent.
-    pub status: u16,
-    pub request_id: &'a RequestId,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub error: Option<&'a dyn Display>,
+    status: u16,
+    request_id: &'a RequestId,
+    bytes_in: u64,
+    bytes_out: u64,
+    error: Option<&'a dyn Display>,
 }
 
-pub fn write(e: &Entry<'_>) {
+/// The line for a request that reached the phases (Pingora's `logging`).
+pub fn request(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &RequestCtx,
+    route: Option<(&Route, &Upstream)>,
+) {
+    let req = session.req_header();
+    let refusal = ctx.refusal.as_ref().map(|r| r as &dyn Display);
+    write(&Entry {
+        start: ctx.start,
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        route: route.map_or("-", |(r, _)| &r.name),
+        upstream: route.map_or("-", |(_, u)| u.target()),
+        upstream_addr: ctx.upstream_addr,
+        status: session.response_written().map_or(0, |r| r.status.as_u16()),
+        request_id: &ctx.request_id,
+        bytes_in: session.body_bytes_read() as u64,
+        bytes_out: session.body_bytes_sent() as u64,
+        error: e.map(|e| e as &dyn Display).or(refusal),
+    });
+}
+
+/// The line for a head Pingora could not read: nothing is known of the request.
+pub fn unreadable_head(reply: Reply, request_id: &RequestId, e: &Error) {
+    write(&Entry {
+        start: Instant::now(),
+        method: "-",
+        path: "-",
+        route: "-",
+        upstream: "-",
+        upstream_addr: None,
+        status: reply.status,
+        request_id,
+        bytes_in: 0,
+        bytes_out: 0,
+        error: Some(e),
+    });
+}
+
+fn write(e: &Entry<'_>) {
     let level = if e.error.is_some() || e.status >= 500 {
         log::Level::Warn
     } else {

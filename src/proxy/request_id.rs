@@ -35,6 +35,16 @@ impl RequestId {
     }
 }
 
+/// Empty until the request's head is read (a context exists before that).
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId {
+            len: 0,
+            bytes: [0; MAX_LEN],
+        }
+    }
+}
+
 impl std::fmt::Debug for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.as_str().fmt(f)

@@ -1,60 +1,51 @@
 //! Where a route's requests go: the service's address, found without blocking the event
-//! loop, and connections to it, kept alive and reused.
+//! loop, as the `HttpPeer` Pingora connects to (and pools connections by).
 //!
-//! Names are resolved on tokio's blocking pool, cached, refreshed in the background, and
-//! refreshed at once after a failed connect, so a container that restarts with a new
-//! address is found again.
+//! `HttpPeer::new("name:port")` would resolve the name with a blocking lookup on the
+//! worker thread and panic when it fails. Instead, names are resolved on tokio's blocking
+//! pool, cached, refreshed in the background, and refreshed at once after a failed
+//! connect, so a container that restarts with a new address is found again. The peer
+//! itself is built once per route, with the route's timeouts, and cloned per request with
+//! the address of the moment.
 
-mod pool;
 mod resolve;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora_core::upstreams::peer::HttpPeer;
 
 pub use resolve::{ResolveError, Resolver};
 
 use crate::router::Route;
 
+/// An idle pooled connection to a service is closed after this long (services close
+/// theirs after 60-120 s; closing first avoids reusing one the service is closing).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The upstream of one route.
 #[derive(Debug)]
 pub struct Upstream {
     resolver: Resolver,
-    connect_timeout: Duration,
-    read_timeout: Duration,
-    pool: pool::Pool,
-}
-
-/// A connection to the upstream.
-#[derive(Debug)]
-pub struct Connection {
-    pub stream: TcpStream,
-    pub addr: SocketAddr,
-    /// It served an earlier request (so it may have been closed by the service meanwhile).
-    pub reused: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error(transparent)]
-    Resolve(#[from] ResolveError),
-    #[error("connect to {addr}: {source}")]
-    Failed {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("connect to {addr}: timed out after {after:?}")]
-    TimedOut { addr: SocketAddr, after: Duration },
+    /// The route's peer with its options; its address is set per request.
+    template: HttpPeer,
 }
 
 impl Upstream {
     pub fn new(route: &Route) -> Self {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], route.port));
+        let mut template = HttpPeer::new(unspecified, false, String::new());
+        let options = &mut template.options;
+        options.connection_timeout = Some(route.connect_timeout);
+        // Waiting for the service's response head, and for each later read of its body.
+        // Pingora drops it once a WebSocket upgrade succeeded (see server.rs).
+        options.read_timeout = Some(route.read_timeout);
+        options.write_timeout = Some(route.read_timeout);
+        options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
         Upstream {
             resolver: Resolver::new(&route.host, route.port),
-            connect_timeout: route.connect_timeout,
-            read_timeout: route.read_timeout,
-            pool: pool::Pool::default(),
+            template,
         }
     }
 
@@ -63,48 +54,17 @@ impl Upstream {
         self.resolver.target()
     }
 
-    /// How long the upstream may stay silent while the gateway waits on it.
-    pub fn read_timeout(&self) -> Duration {
-        self.read_timeout
-    }
-
-    /// An idle pooled connection, else a new one.
-    pub async fn connect(&self, fresh: bool) -> Result<Connection, ConnectError> {
-        if !fresh && let Some((stream, addr)) = self.pool.take() {
-            return Ok(Connection {
-                stream,
-                addr,
-                reused: true,
-            });
-        }
+    /// The peer for one request, at the service's current address.
+    pub async fn peer(&self) -> Result<Box<HttpPeer>, ResolveError> {
         let addr = self.resolver.address().await?;
-        let failed = |source| {
-            // The address may be stale (the service moved): look the name up again now.
-            self.resolver.refresh_soon();
-            ConnectError::Failed { addr, source }
-        };
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return Err(failed(e)),
-                Err(_) => {
-                    self.resolver.refresh_soon();
-                    return Err(ConnectError::TimedOut {
-                        addr,
-                        after: self.connect_timeout,
-                    });
-                }
-            };
-        stream.set_nodelay(true).map_err(failed)?;
-        Ok(Connection {
-            stream,
-            addr,
-            reused: false,
-        })
+        let mut peer = Box::new(self.template.clone());
+        peer._address = PeerAddr::Inet(addr);
+        Ok(peer)
     }
 
-    /// Hand back a connection whose last response was read to its end.
-    pub fn release(&self, connection: Connection) {
-        self.pool.put(connection.stream, connection.addr);
+    /// A connect failed: the address may be stale (the service moved), so look the name
+    /// up again now.
+    pub fn connect_failed(&self) {
+        self.resolver.refresh_soon();
     }
 }

@@ -1,0 +1,366 @@
+//! Requests the gateway refuses before routing, as pure functions of the parsed head and
+//! its raw bytes.
+//!
+//! Pingora has parsed the head already; these rules are the gateway's stricter view of it.
+//! Some need the raw bytes: when a head carries both `Transfer-Encoding` and
+//! `Content-Length`, Pingora deletes `Content-Length` and forwards the request (RFC 9112
+//! §6.1 allows that), but a gateway in front of services whose parsers may disagree refuses
+//! the ambiguity outright.
+
+use http::{Method, Version};
+use pingora_http::RequestHeader;
+
+use crate::router::check_path;
+
+/// Longest request line accepted (nginx's default `large_client_header_buffers`): 414
+/// beyond. A Phoenix token in the query is about 1 KiB.
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+/// Largest request head accepted: 431 beyond.
+pub const MAX_HEAD: usize = 32 * 1024;
+/// Most header lines accepted in a request: 431 beyond. (Pingora itself refuses more than
+/// 256 with its bare 400 before any of this runs.)
+pub const MAX_HEADERS: usize = 100;
+
+/// A request the gateway answers itself, with the status and the message of its JSON body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: &'static str,
+}
+
+const fn refuse(status: u16, message: &'static str) -> Refusal {
+    Refusal { status, message }
+}
+
+/// What the checks learn about the request on the way, for the later phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked<'a> {
+    /// The path the router sees: the target's path without query, in origin form even when
+    /// the client sent absolute form (`GET http://host/path`).
+    pub path: &'a str,
+    /// The query as sent, without its `?`, byte for byte.
+    pub query: Option<&'a str>,
+    /// The client waits for `100 Continue` before sending its body.
+    pub expect_continue: bool,
+}
+
+/// Check a request head; `raw` is the head as the client sent it.
+pub fn check<'a>(req: &'a RequestHeader, raw: &[u8]) -> Result<Checked<'a>, Refusal> {
+    let request_line = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
+    if request_line > MAX_REQUEST_LINE {
+        return Err(refuse(414, "request target too long"));
+    }
+    if raw.len() > MAX_HEAD || req.headers.len() > MAX_HEADERS {
+        return Err(refuse(431, "request head too large"));
+    }
+    framing(req, raw)?;
+    host(req)?;
+    if req.method == Method::CONNECT || req.method == Method::TRACE {
+        return Err(refuse(405, "method not allowed"));
+    }
+    let (path, query) = target(raw_target(raw).unwrap_or(req.raw_path()))?;
+    if let Err(e) = check_path(path) {
+        return Err(refuse(400, e.message()));
+    }
+    let expect_continue = match req.headers.get(http::header::EXPECT) {
+        None => false,
+        Some(v) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"100-continue") => true,
+        Some(_) => return Err(refuse(417, "only Expect: 100-continue is supported")),
+    };
+    Ok(Checked {
+        path,
+        query,
+        expect_continue,
+    })
+}
+
+/// One unambiguous body framing: no `Transfer-Encoding` with `Content-Length`, one length,
+/// and `chunked` as the only transfer coding (never in HTTP/1.0).
+fn framing(req: &RequestHeader, raw: &[u8]) -> Result<(), Refusal> {
+    let te: Vec<&[u8]> = req
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let cl = req.headers.get_all(http::header::CONTENT_LENGTH);
+    // Pingora has removed Content-Length already when both came: look at the raw lines.
+    if !te.is_empty() && (cl.iter().next().is_some() || has_line(raw, b"content-length")) {
+        return Err(refuse(
+            400,
+            "both Transfer-Encoding and Content-Length are set",
+        ));
+    }
+    if !te.is_empty() {
+        if req.version == Version::HTTP_10 {
+            return Err(refuse(400, "Transfer-Encoding is not allowed in HTTP/1.0"));
+        }
+        let mut codings = te.iter().flat_map(|v| tokens(v));
+        let only_chunked = codings
+            .next()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none();
+        if !only_chunked {
+            return Err(refuse(400, "the only transfer coding accepted is chunked"));
+        }
+    }
+    let mut length = None;
+    for v in cl {
+        let v = v.as_bytes().trim_ascii();
+        if parse_length(v).is_none() {
+            return Err(refuse(400, "invalid Content-Length"));
+        }
+        if length.is_some_and(|l| l != v) {
+            return Err(refuse(400, "conflicting Content-Length values"));
+        }
+        length = Some(v);
+    }
+    Ok(())
+}
+
+/// Exactly one `Host` (none is allowed in HTTP/1.0), a valid authority: no spaces, no
+/// user info, nothing a service could read as a path.
+fn host(req: &RequestHeader) -> Result<(), Refusal> {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(refuse(400, "more than one Host header")),
+        (None, _) if req.version == Version::HTTP_10 => Ok(()),
+        (None, _) => Err(refuse(400, "missing Host header")),
+        (Some(h), None) if is_authority(h.as_bytes()) => Ok(()),
+        (Some(_), None) => Err(refuse(400, "invalid Host header")),
+    }
+}
+
+/// `host[:port]` as RFC 3986 writes it: reg-name, IPv4 or a bracketed IPv6 literal.
+fn is_authority(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'['
+                        | b']'
+                )
+        })
+}
+
+/// Split the request target into path and query. Origin form (`/p?q`) and absolute form
+/// (`http://host/p?q`, answered like origin form) are accepted; `*` and authority form
+/// are not.
+fn target(raw: &[u8]) -> Result<(&str, Option<&str>), Refusal> {
+    let target =
+        std::str::from_utf8(raw).map_err(|_| refuse(400, "the request target is not UTF-8"))?;
+    if target.contains('#') {
+        return Err(refuse(400, "a request target must not contain '#'"));
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    if path.starts_with('/') {
+        return Ok((path, query));
+    }
+    let scheme_len = if starts_with_ignore_case(path, "http://") {
+        7
+    } else if starts_with_ignore_case(path, "https://") {
+        8
+    } else {
+        return Err(refuse(400, "unsupported request target"));
+    };
+    let rest = &path[scheme_len..];
+    Ok((rest.find('/').map_or("/", |i| &rest[i..]), query))
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// The request target exactly as the client sent it (`http::Uri` would drop a fragment).
+fn raw_target(raw: &[u8]) -> Option<&[u8]> {
+    let line = raw.split(|&b| b == b'\n').next()?.trim_ascii_end();
+    let start = line.iter().position(|&b| b == b' ')? + 1;
+    let end = line.iter().rposition(|&b| b == b' ')?;
+    line.get(start..end).map(<[u8]>::trim_ascii)
+}
+
+/// A header line named `name` among the raw head's lines (after the request line).
+fn has_line(raw: &[u8], name: &[u8]) -> bool {
+    raw.split(|&b| b == b'\n').skip(1).any(|line| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name)
+            && line[name.len()] == b':'
+    })
+}
+
+/// The comma-separated tokens of a list header value, trimmed, empty ones skipped.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// A `Content-Length` value: digits only, no sign, no list, no overflow.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parse a raw head as Pingora's request header, then check it.
+    fn run(raw: &str) -> Result<(String, Option<String>, bool), Refusal> {
+        let req = head::parse(raw);
+        check(&req, raw.as_bytes()).map(|c| {
+            (
+                c.path.to_owned(),
+                c.query.map(str::to_owned),
+                c.expect_continue,
+            )
+        })
+    }
+
+    /// A minimal head parser for these tests: request line and `Name: value` lines, with
+    /// Pingora's deletion of `Content-Length` next to `Transfer-Encoding`.
+    mod head {
+        use pingora_http::RequestHeader;
+        pub fn parse(raw: &str) -> RequestHeader {
+            let mut lines = raw.split("\r\n");
+            let line = lines.next().unwrap_or_default();
+            let mut parts = line.split(' ');
+            let method = parts.next().unwrap_or_default();
+            let target = parts.next().unwrap_or_default();
+            let version = parts.next().unwrap_or_default();
+            let mut req = RequestHeader::build(method, target.as_bytes(), None).unwrap();
+            if version == "HTTP/1.0" {
+                req.set_version(http::Version::HTTP_10);
+            }
+            for l in lines.take_while(|l| !l.is_empty()) {
+                let (n, v) = l.split_once(':').unwrap();
+                req.append_header(n.to_owned(), v.trim()).unwrap();
+            }
+            if req.headers.contains_key("transfer-encoding") {
+                req.remove_header("content-length");
+            }
+            req
+        }
+    }
+
+    fn status(raw: &str) -> u16 {
+        match run(raw) {
+            Ok(ok) => panic!("accepted {raw:?}: {ok:?}"),
+            Err(r) => r.status,
+        }
+    }
+
+    #[test]
+    fn accepts_plain_requests_and_splits_the_target() {
+        assert_eq!(
+            run("GET /core/x?a=%20b&c HTTP/1.1\r\nHost: gw:9000\r\n\r\n").unwrap(),
+            ("/core/x".into(), Some("a=%20b&c".into()), false)
+        );
+        assert_eq!(
+            run("GET http://gw.example/auth/x?q=1 HTTP/1.1\r\nHost: gw.example\r\n\r\n")
+                .unwrap()
+                .0,
+            "/auth/x"
+        );
+        assert_eq!(
+            run("GET HTTP://gw.example HTTP/1.1\r\nHost: gw.example\r\n\r\n")
+                .unwrap()
+                .0,
+            "/"
+        );
+        assert!(run("GET /x HTTP/1.0\r\n\r\n").is_ok());
+        assert!(run("GET /x HTTP/1.1\r\nHost: [::1]:9000\r\n\r\n").is_ok());
+        let (_, _, cont) = run(
+            "PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n",
+        )
+        .unwrap();
+        assert!(cont);
+    }
+
+    #[test]
+    fn refuses_ambiguous_framing() {
+        for raw in [
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\ncontent-length: 4\r\n\r\n",
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 4\r\n\r\n",
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: +4\r\n\r\n",
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(status(raw), 400, "{raw:?}");
+        }
+        assert!(
+            run("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\nContent-Length: 7\r\n\r\n")
+                .is_ok()
+        );
+        assert!(run("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn refuses_unsafe_heads() {
+        assert_eq!(
+            run("GET /x HTTP/1.1\r\n\r\n").unwrap_err(),
+            refuse(400, "missing Host header")
+        );
+        assert_eq!(status("GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(status("GET /x HTTP/1.1\r\nHost: gw test\r\n\r\n"), 400);
+        assert_eq!(status("GET /x HTTP/1.1\r\nHost: user@gw\r\n\r\n"), 400);
+        assert_eq!(status("GET /x HTTP/1.1\r\nHost: gw/x\r\n\r\n"), 400);
+        assert_eq!(status("GET /core/../auth HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GET /core/%2e%2E/auth HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GET /core/%00 HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 405);
+        assert_eq!(status("TRACE /x HTTP/1.1\r\nHost: a\r\n\r\n"), 405);
+        assert_eq!(status("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GET /x#f HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(
+            status("PUT /x HTTP/1.1\r\nHost: a\r\nExpect: magic\r\nContent-Length: 1\r\n\r\n"),
+            417
+        );
+    }
+
+    #[test]
+    fn limits_request_line_and_head() {
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(MAX_REQUEST_LINE));
+        assert_eq!(status(&long), 414);
+        let fits = format!(
+            "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "a".repeat(MAX_REQUEST_LINE - 20)
+        );
+        assert!(run(&fits).is_ok());
+        let many: String = (0..MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            status(&format!("GET /x HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
+            431
+        );
+        let big = format!("GET /x HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "v".repeat(MAX_HEAD));
+        assert_eq!(status(&big), 431);
+    }
+}

@@ -1,0 +1,43 @@
+//! What one request derives once, in its first phases, for the later ones: nothing is
+//! parsed twice.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::request_id::RequestId;
+
+/// The per-request context (Pingora's `ProxyHttp::CTX`).
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// When the gateway had the request's head.
+    pub start: Instant,
+    pub request_id: RequestId,
+    /// The route's index in the table, once one matched.
+    pub route: Option<usize>,
+    /// The path and query the service receives, computed when routing.
+    pub upstream_target: Option<String>,
+    /// The client asked for a WebSocket upgrade the gateway will tunnel.
+    pub websocket: bool,
+    /// The client speaks HTTP/1.0: its response is not chunked, and its connection ends
+    /// after it unless it asked for keep-alive and the length is known.
+    pub http10: bool,
+    /// The address the request was sent to.
+    pub upstream_addr: Option<SocketAddr>,
+    /// Why the gateway answered itself (a refusal), for the access line.
+    pub refusal: Option<&'static str>,
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx {
+            start: Instant::now(),
+            request_id: RequestId::default(),
+            route: None,
+            upstream_target: None,
+            websocket: false,
+            http10: false,
+            upstream_addr: None,
+            refusal: None,
+        }
+    }
+}
