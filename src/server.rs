@@ -71,6 +71,9 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
     options.allow_connect_method_proxying = true;
     // From a head's first byte to its end (vendored pingora-core, vendor/README.md).
     options.h1_request_header_timeout = Some(Duration::from_secs(settings.header_timeout_seconds));
+    // A new connection waits for its first request as long as a kept-alive one waits for
+    // its next (Pingora's fixed 60 s otherwise).
+    options.h1_first_request_idle_seconds = Some(settings.keepalive_seconds);
     let mut proxy = ProxyServiceBuilder::new(&server.configuration, gateway)
         .name("beat-gateway")
         .server_options(options)

@@ -45,7 +45,7 @@ pub struct Checked<'a> {
 }
 
 /// Check a request head; `raw` is the head as the client sent it.
-pub fn check<'a>(req: &'a RequestHeader, raw: &[u8]) -> Result<Checked<'a>, Refusal> {
+pub fn check<'a>(req: &'a RequestHeader, raw: &'a [u8]) -> Result<Checked<'a>, Refusal> {
     let request_line = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
     if request_line > MAX_REQUEST_LINE {
         return Err(refuse(414, "request target too long"));
@@ -64,7 +64,13 @@ pub fn check<'a>(req: &'a RequestHeader, raw: &[u8]) -> Result<Checked<'a>, Refu
     }
     let expect_continue = match req.headers.get(http::header::EXPECT) {
         None => false,
-        Some(v) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"100-continue") => true,
+        Some(v)
+            if v.as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"100-continue") =>
+        {
+            true
+        }
         Some(_) => return Err(refuse(417, "only Expect: 100-continue is supported")),
     };
     Ok(Checked {
@@ -293,10 +299,9 @@ mod tests {
         );
         assert!(run("GET /x HTTP/1.0\r\n\r\n").is_ok());
         assert!(run("GET /x HTTP/1.1\r\nHost: [::1]:9000\r\n\r\n").is_ok());
-        let (_, _, cont) = run(
-            "PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n",
-        )
-        .unwrap();
+        let (_, _, cont) =
+            run("PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n")
+                .unwrap();
         assert!(cont);
     }
 
@@ -334,7 +339,10 @@ mod tests {
         assert_eq!(status("GET /x HTTP/1.1\r\nHost: user@gw\r\n\r\n"), 400);
         assert_eq!(status("GET /x HTTP/1.1\r\nHost: gw/x\r\n\r\n"), 400);
         assert_eq!(status("GET /core/../auth HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
-        assert_eq!(status("GET /core/%2e%2E/auth HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET /core/%2e%2E/auth HTTP/1.1\r\nHost: a\r\n\r\n"),
+            400
+        );
         assert_eq!(status("GET /core/%00 HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 405);
         assert_eq!(status("TRACE /x HTTP/1.1\r\nHost: a\r\n\r\n"), 405);
@@ -348,7 +356,10 @@ mod tests {
 
     #[test]
     fn limits_request_line_and_head() {
-        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(MAX_REQUEST_LINE));
+        let long = format!(
+            "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "a".repeat(MAX_REQUEST_LINE)
+        );
         assert_eq!(status(&long), 414);
         let fits = format!(
             "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -360,7 +371,10 @@ mod tests {
             status(&format!("GET /x HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
             431
         );
-        let big = format!("GET /x HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "v".repeat(MAX_HEAD));
+        let big = format!(
+            "GET /x HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "v".repeat(MAX_HEAD)
+        );
         assert_eq!(status(&big), 431);
     }
 }

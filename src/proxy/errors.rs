@@ -35,9 +35,7 @@ pub fn classify(e: &Error) -> Reply {
     let reply = |status, message| Reply { status, message };
     match (e.esource(), e.etype()) {
         (_, HTTPStatus(status)) => reply(*status, reason(*status)),
-        (ErrorSource::Downstream, ReadTimedout | WriteTimedout) => {
-            reply(408, "request timed out")
-        }
+        (ErrorSource::Downstream, ReadTimedout | WriteTimedout) => reply(408, "request timed out"),
         (ErrorSource::Downstream, ConnectionClosed | ReadError | WriteError) => reply(0, ""),
         (ErrorSource::Downstream, _) => reply(400, "invalid request"),
         (_, ConnectTimedout | ReadTimedout | WriteTimedout) => UPSTREAM_TIMEOUT,

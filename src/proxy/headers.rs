@@ -232,7 +232,11 @@ mod tests {
 
     #[test]
     fn websocket_upgrade_keeps_its_tokens_and_h2c_does_not() {
-        let ws = [("Host", "gw"), ("Connection", "keep-alive, Upgrade"), ("Upgrade", "websocket")];
+        let ws = [
+            ("Host", "gw"),
+            ("Connection", "keep-alive, Upgrade"),
+            ("Upgrade", "websocket"),
+        ];
         let mut req = request(&ws);
         assert!(is_websocket_upgrade(&req));
         strip_request_hop_by_hop(&mut req, true).unwrap();

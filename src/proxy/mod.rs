@@ -79,7 +79,11 @@ impl ProxyHttp for Gateway {
         errors::response(reply, &request_id, true).ok()
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let incoming = session.req_header().headers.get("x-request-id");
         ctx.request_id = request_id::accept_or_generate(incoming.map(|v| v.as_bytes()));
         session.set_pipelining_enabled(true);
@@ -215,7 +219,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let route = ctx.route.map(|i| (&self.routes.routes()[i], &self.upstreams[i]));
+        let route = ctx
+            .route
+            .map(|i| (&self.routes.routes()[i], &self.upstreams[i]));
         access_log::request(session, e, ctx, route);
     }
 }
@@ -268,9 +274,7 @@ async fn refuse(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Re
         session.set_keepalive(None);
     }
     let (resp, body) = errors::response(reply, &ctx.request_id, close)?;
-    session
-        .write_response_header(Box::new(resp), false)
-        .await?;
+    session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
 }

@@ -97,6 +97,12 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h1_request_header_timeout: Option<Duration>,
+
+    /// How long a new HTTP/1 connection may stay silent before its first request, in
+    /// seconds (later requests wait as long as the session's keep-alive timeout says).
+    ///
+    /// Default: `None` (60 seconds)
+    pub h1_first_request_idle_seconds: Option<u64>,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -358,7 +364,10 @@ where
                 session.set_keepalive(None);
             } else {
                 // default 60s
-                session.set_keepalive(Some(60));
+                let idle = self
+                    .server_options()
+                    .and_then(|opts| opts.h1_first_request_idle_seconds);
+                session.set_keepalive(Some(idle.unwrap_or(60)));
             }
             session.set_keepalive_reuses_remaining(
                 self.server_options()
