@@ -153,6 +153,62 @@ async fn smuggling_shapes_are_refused_and_never_reach_upstream() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_trailers_never_carry_anything_to_the_service() {
+    // A chunked body whose trailer section hides a second request, a NUL, an obs-fold or
+    // a Content-Length. Whatever the client is answered, the service must see one request
+    // with a well-framed body and none of the trailer's bytes.
+    let (rec, mut seen) = upstream::recording().await;
+    let gw = support::core_route(rec.addr);
+    let head = "POST /core/a HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let trailers: [&[u8]; 4] = [
+        b"GET /core/smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"X-Smuggled: a\0b\r\n\r\n",
+        b"X-Smuggled: a\r\n folded\r\n\r\n",
+        b"Content-Length: 50\r\nX-Smuggled: 1\r\n\r\n",
+    ];
+    for trailer in trailers {
+        let mut request = head.as_bytes().to_vec();
+        request.extend_from_slice(b"5\r\nhello\r\n0\r\n");
+        request.extend_from_slice(trailer);
+        let resp = support::raw_request(gw.addr(), &request);
+        let shown = String::from_utf8_lossy(trailer);
+        assert!(
+            resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.1 400"),
+            "{shown:?} => {resp}"
+        );
+        // Whether it was forwarded (200) or refused (400), nothing else may arrive.
+        let mut forwarded = 0;
+        while let Ok(Some(bytes)) =
+            tokio::time::timeout(Duration::from_millis(800), seen.recv()).await
+        {
+            forwarded += 1;
+            let text = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+            assert_eq!(
+                text.matches(" http/1.1\r\n").count(),
+                1,
+                "{shown:?}: {text}"
+            );
+            assert!(!text.contains("smuggled"), "{shown:?}: {text}");
+            assert!(!bytes.contains(&0), "{shown:?}: {text}");
+            let body = &text[text.find("\r\n\r\n").map_or(0, |i| i + 4)..];
+            assert_eq!(body, "5\r\nhello\r\n0\r\n\r\n", "{shown:?}");
+        }
+        let answered_by_service = resp.starts_with("HTTP/1.1 200");
+        assert_eq!(
+            forwarded,
+            usize::from(answered_by_service),
+            "{shown:?} => {resp}"
+        );
+        eprintln!("{shown:?}: {}", resp.lines().next().unwrap_or_default());
+    }
+    let resp = support::raw_request(
+        gw.addr(),
+        b"GET /core/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
 #[test]
 fn bad_config_is_refused_with_file_service_and_field() {
     let path = support::write_config(

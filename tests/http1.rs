@@ -165,6 +165,11 @@ async fn refused_heads_get_json_with_a_request_id() {
         "GET /core/{} HTTP/1.1\r\nHost: a\r\n\r\n",
         "a".repeat(40_000)
     );
+    // The request line limit is nginx's 8 KiB.
+    let nine_kib_target = format!(
+        "GET /core/x?token={} HTTP/1.1\r\nHost: a\r\n\r\n",
+        "a".repeat(9 * 1024)
+    );
     // Over 32 KiB of head in 60 lines, and over 100 lines: 431. Over 256 lines Pingora's
     // parser gives up first: 400 (it was a 431 when the gateway parsed heads itself).
     let big_headers = format!(
@@ -199,6 +204,7 @@ async fn refused_heads_get_json_with_a_request_id() {
             417,
         ),
         (long_target.as_bytes(), 414),
+        (nine_kib_target.as_bytes(), 414),
         (big_headers.as_bytes(), 431),
         (many_headers.as_bytes(), 431),
         (too_many_to_parse.as_bytes(), 400),
@@ -406,6 +412,43 @@ async fn a_head_sent_byte_by_byte_gets_408_when_its_time_is_up() {
         requests.try_recv().is_err(),
         "the service saw the slow request"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_head_on_a_kept_alive_connection_gets_408_from_its_first_byte() {
+    // Pingora's keep-alive timeout restarts on every read, so on a reused connection a
+    // trickled head would never end; the head timeout counts from its first byte.
+    let up = upstream::http("core").await;
+    let gw = core_route_with(
+        up.addr,
+        &[
+            ("PROXY_HEADER_TIMEOUT_SECONDS", "1"),
+            ("PROXY_KEEPALIVE_SECONDS", "30"),
+        ],
+    );
+    let (mut sock, mut r) = connect(&gw);
+    sock.write_all(b"GET /core/first HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_reply(&mut r, false).status(), 200);
+    // Idle for a while first: the wait for a next request is the keep-alive's, not the
+    // head's.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut writer = sock.try_clone().unwrap();
+    let start = std::time::Instant::now();
+    let trickle = std::thread::spawn(move || {
+        let head = b"GET /core/slow HTTP/1.1\r\nHost: a\r\nX-Slow: ".iter();
+        for byte in head.chain(std::iter::repeat(&b'z')).take(150) {
+            if writer.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let reply = read_reply(&mut r, false);
+    let waited = start.elapsed().as_secs_f64();
+    assert_eq!(reply.status(), 408, "{}", reply.head);
+    assert!((0.8..3.0).contains(&waited), "408 after {waited:.2} s");
+    trickle.join().unwrap();
 }
 
 /// A client still sending when the gateway refuses and closes (here a 300 KB body behind a

@@ -283,9 +283,19 @@ pub type WebSocket =
 
 /// Open a WebSocket through the gateway and check that the first frame is echoed.
 pub async fn ws_connect_echoing(url: &str, first: &str) -> WebSocket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let request = url.into_client_request().expect("WebSocket URL");
+    ws_request_echoing(request, first).await
+}
+
+/// The same with a request of the caller's (headers, a fixed key).
+pub async fn ws_request_echoing(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    first: &str,
+) -> WebSocket {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let (mut ws, resp) = tokio_tungstenite::connect_async(url)
+    let (mut ws, resp) = tokio_tungstenite::connect_async(request)
         .await
         .expect("WebSocket upgrade");
     assert_eq!(resp.status(), 101);
