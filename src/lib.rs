@@ -1,22 +1,28 @@
 //! beat-gateway: the single entry point of the Beat EcoProve backend, on Cloudflare's Pingora.
 //!
-//! Pingora runs the server: listeners, worker runtimes, signals, graceful shutdown and
-//! upgrade. The HTTP/1 request path is the gateway's own ([`proxy`], a Pingora `ServerApp`):
+//! Pingora runs everything below the request: listeners, worker runtimes, HTTP/1 parsing
+//! and framing, keep-alive on both sides, the upstream connection pool, upgrades, signals,
+//! graceful shutdown and upgrade. The request path is one `ProxyHttp` ([`proxy::Gateway`]),
+//! served by `pingora_proxy`; a request passes its phases in this order:
 //!
-//! 1. The head is parsed (`httparse`) and checked: smuggling shapes (`Transfer-Encoding`
-//!    with `Content-Length`, conflicting lengths, codings other than chunked), missing or
-//!    repeated `Host`, dot-segment paths, oversized heads. Anything refused gets a JSON 4xx
-//!    carrying the request id, like every other response.
-//! 2. The client's `X-Request-ID` is kept if sane, else a UUID v4 is minted; the route is
-//!    found by segment-boundary longest prefix ([`router`]) or the answer is 404.
-//! 3. The upstream head is written in one pass: rewritten path (query byte for byte),
-//!    hop-by-hop headers dropped, `X-Request-ID` and `X-Forwarded-*` set.
-//! 4. A pooled keep-alive connection, or a new one to the address from a cached, refreshed,
-//!    non-blocking name lookup ([`upstream`]); failures are a JSON 502, timeouts a 504.
-//! 5. Bodies stream both ways (length, chunked validated as it passes, or until close);
-//!    WebSocket upgrades become a tunnel with no read timeout.
-//! 6. The response head gets `X-Request-ID` and the security headers, loses hop-by-hop ones.
-//! 7. One access line per request ([`proxy`]'s `access_log`).
+//! 1. Pingora reads the head. One it cannot read (malformed, over 256 header lines, not
+//!    complete within `PROXY_HEADER_TIMEOUT_SECONDS` of its first byte) gets a JSON 400/408
+//!    from `request_head_error_response`.
+//! 2. `early_request_filter`: the client's `X-Request-ID` is kept if sane, else a UUID v4
+//!    is minted.
+//! 3. `request_filter`: the gateway's checks (smuggling shapes, `Host`, dot-segments,
+//!    limits, methods, `Expect`), then the route by segment-boundary longest prefix
+//!    ([`router`]); a refusal or a 404 is answered here as JSON. `100 Continue` is sent by
+//!    the gateway.
+//! 4. `upstream_peer`: the route's `HttpPeer` at the address from a cached, refreshed,
+//!    non-blocking name lookup ([`upstream`]).
+//! 5. `upstream_request_filter`: the rewritten target (query byte for byte), hop-by-hop
+//!    headers out, `X-Request-ID` and `X-Forwarded-*` in.
+//! 6. `upstream_response_filter` / `response_filter`: hop-by-hop headers out, the request
+//!    id and security headers in; HTTP/1.0 clients get a body they can read.
+//! 7. `fail_to_connect` / `fail_to_proxy`: failures become JSON 502 (unavailable), 504
+//!    (timeout) or 4xx (the client's fault).
+//! 8. `logging`: one access line per request.
 //!
 //! Configuration comes from `services.json` ([`config`]) and the environment ([`settings`]).
 
