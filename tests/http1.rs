@@ -379,6 +379,21 @@ async fn idle_keep_alive_connections_are_closed_and_busy_ones_kept() {
     assert!((0.5..5.0).contains(&waited), "closed after {waited:.2} s");
 }
 
+/// Slowloris: send a head that never ends, a byte every 20 ms, `bytes` in all (stops early
+/// when the gateway has closed).
+fn trickle_head(sock: &TcpStream, bytes: usize) -> std::thread::JoinHandle<()> {
+    let mut writer = sock.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let head = b"GET /core/slow HTTP/1.1\r\nHost: a\r\nX-Slow: ".iter();
+        for byte in head.chain(std::iter::repeat(&b'z')).take(bytes) {
+            if writer.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_head_sent_byte_by_byte_gets_408_when_its_time_is_up() {
     let (up, mut requests) = upstream::raw(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
@@ -387,16 +402,7 @@ async fn a_head_sent_byte_by_byte_gets_408_when_its_time_is_up() {
     // Slowloris: a byte every 20 ms keeps the connection busy but the head never ends. It
     // goes on sending after the 408: the answer must still arrive whole and the connection
     // end cleanly (no reset), which needs the gateway to read and drop the rest.
-    let mut writer = sock.try_clone().unwrap();
-    let trickle = std::thread::spawn(move || {
-        let head = b"GET /core/slow HTTP/1.1\r\nHost: a\r\nX-Slow: ".iter();
-        for byte in head.chain(std::iter::repeat(&b'z')).take(250) {
-            if writer.write_all(&[*byte]).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
+    let trickle = trickle_head(&sock, 250);
     let start = std::time::Instant::now();
     let reply = read_reply(&mut r, false);
     let waited = start.elapsed().as_secs_f64();
@@ -433,17 +439,8 @@ async fn a_slow_head_on_a_kept_alive_connection_gets_408_from_its_first_byte() {
     // Idle for a while first: the wait for a next request is the keep-alive's, not the
     // head's.
     std::thread::sleep(Duration::from_millis(1500));
-    let mut writer = sock.try_clone().unwrap();
     let start = std::time::Instant::now();
-    let trickle = std::thread::spawn(move || {
-        let head = b"GET /core/slow HTTP/1.1\r\nHost: a\r\nX-Slow: ".iter();
-        for byte in head.chain(std::iter::repeat(&b'z')).take(150) {
-            if writer.write_all(&[*byte]).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
+    let trickle = trickle_head(&sock, 150);
     let reply = read_reply(&mut r, false);
     let waited = start.elapsed().as_secs_f64();
     assert_eq!(reply.status(), 408, "{}", reply.head);

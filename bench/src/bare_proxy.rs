@@ -67,7 +67,10 @@ impl ProxyHttp for Bare {
             .or_else(|_| Error::e_explain(ErrorType::HTTPStatus(400), "bad path"))?;
         req.set_uri(uri);
         req.insert_header("x-request-id", id.as_str())?;
-        let ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         if let Some(ip) = ip {
             req.insert_header("x-forwarded-for", ip.to_string())?;
         }
@@ -111,7 +114,8 @@ fn main() {
     peer.options.idle_timeout = Some(std::time::Duration::from_secs(30));
     let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, Bare { peer });
     proxy.add_listener(
-        ListenerConfig::tcp(format!("127.0.0.1:{listen}")).l4_buffer(L4BufferSettings::new(0, 1460)),
+        ListenerConfig::tcp(format!("127.0.0.1:{listen}"))
+            .l4_buffer(L4BufferSettings::new(0, 1460)),
     );
     server.add_service(proxy);
     server.run_forever();

@@ -119,22 +119,33 @@ async fn chunked() -> Body {
 /// A raw upstream: every connection's request head is sent on the channel and answered
 /// with `response`, then the connection is closed.
 pub async fn raw(response: &'static [u8]) -> (Server, mpsc::UnboundedReceiver<String>) {
+    serve_each(move |mut sock, tx| async move {
+        let Some(head) = read_head(&mut sock).await else {
+            return;
+        };
+        let _ = tx.send(head);
+        let _ = sock.write_all(response).await;
+        let _ = sock.shutdown().await;
+    })
+    .await
+}
+
+/// A loopback server that runs `handle` on each accepted connection, with a channel on
+/// which the handler reports what it saw.
+async fn serve_each<T, F, Fut>(handle: F) -> (Server, mpsc::UnboundedReceiver<T>)
+where
+    T: Send + 'static,
+    F: Fn(tokio::net::TcpStream, mpsc::UnboundedSender<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .expect("bind raw upstream");
-    let addr = listener.local_addr().expect("raw addr");
+        .expect("bind test upstream");
+    let addr = listener.local_addr().expect("test upstream addr");
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let Some(head) = read_head(&mut sock).await else {
-                    return;
-                };
-                let _ = tx.send(head);
-                let _ = sock.write_all(response).await;
-                let _ = sock.shutdown().await;
-            });
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(handle(sock, tx.clone()));
         }
     });
     (Server { addr, task }, rx)
@@ -143,24 +154,14 @@ pub async fn raw(response: &'static [u8]) -> (Server, mpsc::UnboundedReceiver<St
 /// A service that reads each request head (sent on the channel) and never answers,
 /// holding the connection open.
 pub async fn silent() -> (Server, mpsc::UnboundedReceiver<String>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind silent upstream");
-    let addr = listener.local_addr().expect("silent addr");
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                if let Some(head) = read_head(&mut sock).await {
-                    let _ = tx.send(head);
-                    let mut rest = Vec::new();
-                    let _ = sock.read_to_end(&mut rest).await;
-                }
-            });
+    serve_each(|mut sock, tx| async move {
+        if let Some(head) = read_head(&mut sock).await {
+            let _ = tx.send(head);
+            let mut rest = Vec::new();
+            let _ = sock.read_to_end(&mut rest).await;
         }
-    });
-    (Server { addr, task }, rx)
+    })
+    .await
 }
 
 /// Read up to the end of a request head (and whatever came with it).
@@ -188,71 +189,53 @@ const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 pub async fn ws_echo_fast() -> Server {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::protocol::Role;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind ws upstream");
-    let addr = listener.local_addr().expect("ws addr");
-    let task = tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let switching = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Accept: {WS_ACCEPT}\r\n\r\n"
-                );
-                if sock.write_all(switching.as_bytes()).await.is_err() {
-                    return;
-                }
-                // The head, byte by byte: nothing of the first frame may be taken with it.
-                let mut head = Vec::new();
-                while !head.ends_with(b"\r\n\r\n") {
-                    match sock.read_u8().await {
-                        Ok(b) => head.push(b),
-                        Err(_) => return,
-                    }
-                }
-                let mut ws =
-                    tokio_tungstenite::WebSocketStream::from_raw_socket(sock, Role::Server, None)
-                        .await;
-                while let Some(Ok(msg)) = ws.next().await {
-                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let (server, _) = serve_each(|mut sock, _tx: mpsc::UnboundedSender<()>| async move {
+        let switching = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {WS_ACCEPT}\r\n\r\n"
+        );
+        if sock.write_all(switching.as_bytes()).await.is_err() {
+            return;
         }
-    });
-    Server { addr, task }
+        // The head, byte by byte: nothing of the first frame may be taken with it.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            match sock.read_u8().await {
+                Ok(b) => head.push(b),
+                Err(_) => return,
+            }
+        }
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(sock, Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    server
 }
 
 /// A service that records every byte a connection brings (until it has been quiet for
 /// 300 ms), sends them on the channel, then answers `200 ok` and closes: it shows what a
 /// request's body and anything behind it looked like on the wire.
 pub async fn recording() -> (Server, mpsc::UnboundedReceiver<Vec<u8>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind recording upstream");
-    let addr = listener.local_addr().expect("recording addr");
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut tmp = [0u8; 4096];
-                let quiet = Duration::from_millis(300);
-                while let Ok(Ok(n)) = tokio::time::timeout(quiet, sock.read(&mut tmp)).await {
-                    if n == 0 {
-                        break;
-                    }
-                    seen.extend_from_slice(&tmp[..n]);
-                }
-                let _ = tx.send(seen);
-                let _ = sock
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await;
-                let _ = sock.shutdown().await;
-            });
+    serve_each(|mut sock, tx| async move {
+        let mut seen = Vec::new();
+        let mut tmp = [0u8; 4096];
+        let quiet = Duration::from_millis(300);
+        while let Ok(Ok(n)) = tokio::time::timeout(quiet, sock.read(&mut tmp)).await {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&tmp[..n]);
         }
-    });
-    (Server { addr, task }, rx)
+        let _ = tx.send(seen);
+        let _ = sock
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        let _ = sock.shutdown().await;
+    })
+    .await
 }
