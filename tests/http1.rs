@@ -227,6 +227,34 @@ async fn refused_heads_get_json_with_a_request_id() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_refused_request_with_a_body_ends_its_connection_and_one_without_does_not() {
+    let (_up, gw) = support::core_gateway("core").await;
+    // No body: the connection serves the next request.
+    let (mut sock, mut r) = connect(&gw);
+    sock.write_all(b"GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut r, false);
+    assert_eq!(reply.status(), 404);
+    assert_ne!(reply.header("connection"), Some("close"), "{}", reply.head);
+    sock.write_all(b"GET /core/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_reply(&mut r, false).status(), 200);
+    // A body the gateway did not read (it could hide a request): the connection ends.
+    let (mut sock, mut r) = connect(&gw);
+    sock.write_all(
+        b"POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: 44\r\n\r\n\
+          GET /core/hidden HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .unwrap();
+    let reply = read_reply(&mut r, false);
+    assert_eq!(reply.status(), 404);
+    assert_eq!(reply.header("connection"), Some("close"), "{}", reply.head);
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn invalid_chunked_body_is_a_400_and_the_connection_ends() {
     let (_up, gw) = support::core_gateway("core").await;
     for body in [
