@@ -301,6 +301,35 @@ async fn pooled_connection_closed_by_the_service_is_retried_for_idempotent_reque
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_retried_request_goes_to_the_service_rewritten_again() {
+    // The second request goes out on the pooled connection, which the service closes
+    // under it: the gateway sends it again on a new connection, with the same rewritten
+    // target as the first try.
+    let (up, mut seen) = upstream::dies_on_reuse().await;
+    let gw = support::core_route(up.addr);
+    let (mut sock, mut r) = connect(&gw);
+    for path in ["one", "two?q=1"] {
+        write!(sock, "GET /core/{path} HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let reply = read_reply(&mut r, false);
+        assert_eq!(reply.status(), 200, "{path}: {}", reply.head);
+        assert_eq!(String::from_utf8_lossy(&reply.body), format!("/{path}"));
+    }
+    let mut lines = Vec::new();
+    while let Ok(line) = seen.try_recv() {
+        lines.push(line);
+    }
+    assert_eq!(
+        lines,
+        [
+            "GET /one HTTP/1.1",
+            "GET /two?q=1 HTTP/1.1",
+            "GET /two?q=1 HTTP/1.1"
+        ],
+        "the service saw the second request twice, rewritten both times"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn response_framing_from_the_service_is_normalised() {
     // Both Transfer-Encoding and Content-Length: the chunked coding wins and the length
     // is not passed on; the body ends where the chunks do.

@@ -14,8 +14,9 @@ pub struct RequestCtx {
     pub request_id: RequestId,
     /// The route's index in the table, once one matched.
     pub route: Option<usize>,
-    /// The path and query the service receives, computed when routing.
-    pub upstream_target: Option<String>,
+    /// The path and query the service receives, computed once when routing (a retry
+    /// sends the same).
+    pub upstream_target: Option<http::Uri>,
     /// The client asked for a WebSocket upgrade the gateway will tunnel.
     pub websocket: bool,
     /// The client speaks HTTP/1.0: its response is not chunked, and its connection ends

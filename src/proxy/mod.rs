@@ -127,14 +127,9 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(target) = ctx.upstream_target.take() {
-            let uri = target.parse().map_err(|_| {
-                Error::explain(
-                    pingora_core::ErrorType::HTTPStatus(400),
-                    "invalid request target",
-                )
-            })?;
-            upstream_request.set_uri(uri);
+        // Cloned, not taken: a retried request comes through here again.
+        if let Some(target) = &ctx.upstream_target {
+            upstream_request.set_uri(target.clone());
         }
         if ctx.http10 {
             // The service speaks HTTP/1.1 to the gateway; the answer is re-framed for the
@@ -201,7 +196,7 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let reply = errors::classify(e);
         if reply.status > 0 {
-            session.set_keepalive(None);
+            // `write_error_response` also ends the client connection after it.
             if let Ok((resp, body)) = errors::response(reply, &ctx.request_id, true) {
                 let _ = session.write_error_response(resp, body).await;
             }
@@ -251,6 +246,10 @@ impl Gateway {
             target.push('?');
             target.push_str(query);
         }
+        let target = http::Uri::try_from(target).map_err(|_| Reply {
+            status: 400,
+            message: "invalid request target",
+        })?;
         ctx.route = Some(route.index);
         ctx.upstream_target = Some(target);
         ctx.websocket = headers::is_websocket_upgrade(req);

@@ -239,3 +239,30 @@ pub async fn recording() -> (Server, mpsc::UnboundedReceiver<Vec<u8>>) {
     })
     .await
 }
+
+/// A keep-alive service that answers each connection's first request with its path (as
+/// the body) and then closes the connection on reading the second one without answering:
+/// a pooled connection that dies under the next request, which the gateway retries on a
+/// new connection when that is safe. Each request line seen is sent on the channel.
+pub async fn dies_on_reuse() -> (Server, mpsc::UnboundedReceiver<String>) {
+    serve_each(|mut sock, tx| async move {
+        let Some(head) = read_head(&mut sock).await else {
+            return;
+        };
+        let line = head.lines().next().unwrap_or_default().to_owned();
+        let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+        let _ = tx.send(line);
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
+            path.len()
+        );
+        if sock.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+        if let Some(head) = read_head(&mut sock).await {
+            let _ = tx.send(head.lines().next().unwrap_or_default().to_owned());
+        }
+        // Closed without an answer.
+    })
+    .await
+}
