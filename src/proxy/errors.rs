@@ -96,7 +96,7 @@ mod tests {
 
     #[test]
     fn json_error_with_request_id_and_headers() {
-        let id = accept_or_generate(Some(b"r-1"));
+        let id = accept_or_generate(Some(&http::HeaderValue::from_static("r-1")));
         let reply = Reply {
             status: 404,
             message: "no route for this path",

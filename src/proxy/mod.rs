@@ -85,7 +85,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let incoming = session.req_header().headers.get("x-request-id");
-        ctx.request_id = request_id::accept_or_generate(incoming.map(|v| v.as_bytes()));
+        ctx.request_id = request_id::accept_or_generate(incoming);
         session.set_pipelining_enabled(true);
         Ok(())
     }

@@ -3,45 +3,34 @@
 //! client sends (too long, spaces, quotes, control bytes) would end up in our logs and in
 //! every service's, so it is replaced rather than trusted.
 
+use http::HeaderValue;
 use uuid::Uuid;
 
 /// Longest client-supplied id kept.
 const MAX_LEN: usize = 128;
 
-/// A request id, held inline: no allocation per request.
-#[derive(Clone, Copy)]
-pub struct RequestId {
-    len: u8,
-    bytes: [u8; MAX_LEN],
-}
+/// A request id. Held as the header value it travels as: a client's id is the request's
+/// own bytes (shared, not copied), and both the upstream request and the response get it
+/// by a reference-count increment rather than a copy.
+#[derive(Clone)]
+pub struct RequestId(HeaderValue);
 
 impl RequestId {
     /// ASCII letters, digits and `.-_` only (see `is_sane`), so always valid UTF-8.
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(self.as_bytes()).unwrap_or("-")
+        std::str::from_utf8(self.0.as_bytes()).unwrap_or("-")
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
-    }
-
-    fn from_sane(id: &[u8]) -> Self {
-        let mut bytes = [0u8; MAX_LEN];
-        bytes[..id.len()].copy_from_slice(id);
-        RequestId {
-            len: id.len() as u8,
-            bytes,
-        }
+    /// The id as a header value, for the upstream request and the response.
+    pub fn header_value(&self) -> HeaderValue {
+        self.0.clone()
     }
 }
 
 /// Empty until the request's head is read (a context exists before that).
 impl Default for RequestId {
     fn default() -> Self {
-        RequestId {
-            len: 0,
-            bytes: [0; MAX_LEN],
-        }
+        RequestId(HeaderValue::from_static(""))
     }
 }
 
@@ -52,9 +41,9 @@ impl std::fmt::Debug for RequestId {
 }
 
 /// The id for this request, given the client's `X-Request-ID` value (if any).
-pub fn accept_or_generate(incoming: Option<&[u8]>) -> RequestId {
+pub fn accept_or_generate(incoming: Option<&HeaderValue>) -> RequestId {
     match incoming {
-        Some(v) if is_sane(v) => RequestId::from_sane(v),
+        Some(v) if is_sane(v.as_bytes()) => RequestId(v.clone()),
         _ => generate(),
     }
 }
@@ -69,7 +58,8 @@ fn is_sane(id: &[u8]) -> bool {
 fn generate() -> RequestId {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let text = Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    RequestId::from_sane(text.as_bytes())
+    // A hyphenated UUID is always a valid header value.
+    RequestId(HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-")))
 }
 
 #[cfg(test)]
@@ -83,7 +73,8 @@ mod tests {
     #[test]
     fn keeps_a_sane_client_id() {
         for id in ["abc", "req-123_x.y", "0", &"a".repeat(128)] {
-            assert_eq!(accept_or_generate(Some(id.as_bytes())).as_str(), id);
+            let v = HeaderValue::from_str(id).unwrap();
+            assert_eq!(accept_or_generate(Some(&v)).as_str(), id);
         }
     }
 
@@ -99,7 +90,8 @@ mod tests {
             &"a".repeat(129),
             "é",
         ] {
-            let out = accept_or_generate(Some(id.as_bytes()));
+            let v = HeaderValue::from_bytes(id.as_bytes()).unwrap();
+            let out = accept_or_generate(Some(&v));
             assert!(is_uuid_v4(&out), "{id:?} gave {out:?}");
         }
     }
