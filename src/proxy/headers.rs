@@ -15,20 +15,25 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::checks::tokens;
 use super::request_id::RequestId;
 
-/// Headers that describe one connection (RFC 9110 §7.6.1), plus the de-facto
+/// A header that describes one connection (RFC 9110 §7.6.1), or the de-facto
 /// `Proxy-Connection`, the proxy credentials (meant for the gateway, not a service) and
 /// `HTTP2-Settings` (only meaningful with an `h2c` upgrade, which is never tunnelled).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "http2-settings",
-];
+/// Names are lower case in a `HeaderMap`; a `match` compiles to a switch on the length, so
+/// the usual header costs one comparison.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "http2-settings"
+    )
+}
 
 /// Never removed because `Connection` names them: the message's framing and its `Host`.
 fn is_protected(name: &[u8]) -> bool {
@@ -37,13 +42,13 @@ fn is_protected(name: &[u8]) -> bool {
         .any(|p| name.eq_ignore_ascii_case(p))
 }
 
-/// The hop-by-hop headers a message carries: those of [`HOP_BY_HOP`] that are present
+/// The hop-by-hop headers a message carries: those of [`is_hop_by_hop`] that are present
 /// (keeping `keep` ones) and those its `Connection` values nominate. One pass over the
 /// message's header names; most requests carry none, and then nothing is allocated.
 fn hop_by_hop(headers: &http::HeaderMap, keep: &[HeaderName]) -> Vec<HeaderName> {
     let mut found: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| HOP_BY_HOP.contains(&name.as_str()) && !keep.contains(name))
+        .filter(|name| is_hop_by_hop(name.as_str()) && !keep.contains(name))
         .cloned()
         .collect();
     let nominated = headers
@@ -230,6 +235,23 @@ mod tests {
             set_forwarding(&mut req, Some(ip.parse().unwrap()), &id).unwrap();
             assert_eq!(values(&req.headers, "x-forwarded-for"), [shown]);
             assert!(req.headers.get("x-forwarded-host").is_none());
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_names() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "upgrade",
+            "http2-settings",
+        ] {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in ["host", "upgrade-insecure-requests", "content-length", "tea"] {
+            assert!(!is_hop_by_hop(name), "{name}");
         }
     }
 
