@@ -10,6 +10,7 @@
 use http::{Method, Version};
 use pingora_http::RequestHeader;
 
+use super::head::HeadFacts;
 use crate::router::check_path;
 
 /// Longest request line accepted (nginx's default `large_client_header_buffers`): 414
@@ -44,8 +45,13 @@ pub struct Checked<'a> {
     pub expect_continue: bool,
 }
 
-/// Check a request head; `raw` is the head as the client sent it.
-pub fn check<'a>(req: &'a RequestHeader, raw: &'a [u8]) -> Result<Checked<'a>, Refusal> {
+/// Check a request head; `raw` is the head as the client sent it, `facts` what its header
+/// lines hold.
+pub fn check<'a>(
+    req: &'a RequestHeader,
+    raw: &'a [u8],
+    facts: &HeadFacts,
+) -> Result<Checked<'a>, Refusal> {
     let request_line = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
     if request_line > MAX_REQUEST_LINE {
         return Err(refuse(414, "request target too long"));
@@ -53,8 +59,8 @@ pub fn check<'a>(req: &'a RequestHeader, raw: &'a [u8]) -> Result<Checked<'a>, R
     if raw.len() > MAX_HEAD || req.headers.len() > MAX_HEADERS {
         return Err(refuse(431, "request head too large"));
     }
-    framing(req, raw)?;
-    host(req)?;
+    framing(req, raw, facts)?;
+    host(req, facts)?;
     if req.method == Method::CONNECT || req.method == Method::TRACE {
         return Err(refuse(405, "method not allowed"));
     }
@@ -62,7 +68,7 @@ pub fn check<'a>(req: &'a RequestHeader, raw: &'a [u8]) -> Result<Checked<'a>, R
     if let Err(e) = check_path(path) {
         return Err(refuse(400, e.message()));
     }
-    let expect_continue = match req.headers.get(http::header::EXPECT) {
+    let expect_continue = match facts.expect {
         None => false,
         Some(v)
             if v.as_bytes()
@@ -82,7 +88,16 @@ pub fn check<'a>(req: &'a RequestHeader, raw: &'a [u8]) -> Result<Checked<'a>, R
 
 /// One unambiguous body framing: no `Transfer-Encoding` with `Content-Length`, one length,
 /// and `chunked` as the only transfer coding (never in HTTP/1.0).
-fn framing(req: &RequestHeader, raw: &[u8]) -> Result<(), Refusal> {
+fn framing(req: &RequestHeader, raw: &[u8], facts: &HeadFacts) -> Result<(), Refusal> {
+    // The usual request: no transfer coding, at most one length.
+    if !facts.transfer_encoding && facts.content_lengths <= 1 {
+        return match facts.content_length {
+            Some(v) if parse_length(v.as_bytes().trim_ascii()).is_none() => {
+                Err(refuse(400, "invalid Content-Length"))
+            }
+            _ => Ok(()),
+        };
+    }
     let te: Vec<&[u8]> = req
         .headers
         .get_all(http::header::TRANSFER_ENCODING)
@@ -126,14 +141,13 @@ fn framing(req: &RequestHeader, raw: &[u8]) -> Result<(), Refusal> {
 
 /// Exactly one `Host` (none is allowed in HTTP/1.0), a valid authority: no spaces, no
 /// user info, nothing a service could read as a path.
-fn host(req: &RequestHeader) -> Result<(), Refusal> {
-    let mut hosts = req.headers.get_all(http::header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => Err(refuse(400, "more than one Host header")),
-        (None, _) if req.version == Version::HTTP_10 => Ok(()),
-        (None, _) => Err(refuse(400, "missing Host header")),
-        (Some(h), None) if is_authority(h.as_bytes()) => Ok(()),
-        (Some(_), None) => Err(refuse(400, "invalid Host header")),
+fn host(req: &RequestHeader, facts: &HeadFacts) -> Result<(), Refusal> {
+    match (facts.hosts, facts.host) {
+        (2.., _) => Err(refuse(400, "more than one Host header")),
+        (_, None) if req.version == Version::HTTP_10 => Ok(()),
+        (_, None) => Err(refuse(400, "missing Host header")),
+        (_, Some(h)) if is_authority(h.as_bytes()) => Ok(()),
+        (_, Some(_)) => Err(refuse(400, "invalid Host header")),
     }
 }
 
@@ -237,7 +251,7 @@ mod tests {
     /// Parse a raw head as Pingora's request header, then check it.
     fn run(raw: &str) -> Result<(String, Option<String>, bool), Refusal> {
         let req = head::parse(raw);
-        check(&req, raw.as_bytes()).map(|c| {
+        check(&req, raw.as_bytes(), &HeadFacts::scan(&req.headers)).map(|c| {
             (
                 c.path.to_owned(),
                 c.query.map(str::to_owned),

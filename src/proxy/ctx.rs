@@ -19,6 +19,11 @@ pub struct RequestCtx {
     pub upstream_target: Option<http::Uri>,
     /// The client asked for a WebSocket upgrade the gateway will tunnel.
     pub websocket: bool,
+    /// The request carries a header the gateway removes before forwarding (hop-by-hop,
+    /// `Expect`): without one, the upstream request is not searched for them.
+    pub hop_by_hop: bool,
+    /// The request carries an `X-Forwarded-For` chain to extend.
+    pub forwarded_for: bool,
     /// The client speaks HTTP/1.0: its response is not chunked, and its connection ends
     /// after it unless it asked for keep-alive and the length is known.
     pub http10: bool,
@@ -36,6 +41,8 @@ impl Default for RequestCtx {
             route: None,
             upstream_target: None,
             websocket: false,
+            hop_by_hop: false,
+            forwarded_for: false,
             http10: false,
             upstream_addr: None,
             refusal: None,

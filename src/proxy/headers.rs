@@ -15,12 +15,14 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::checks::tokens;
 use super::request_id::RequestId;
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// A header that describes one connection (RFC 9110 §7.6.1), or the de-facto
 /// `Proxy-Connection`, the proxy credentials (meant for the gateway, not a service) and
 /// `HTTP2-Settings` (only meaningful with an `h2c` upgrade, which is never tunnelled).
 /// Names are lower case in a `HeaderMap`; a `match` compiles to a switch on the length, so
 /// the usual header costs one comparison.
-fn is_hop_by_hop(name: &str) -> bool {
+pub(super) fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name,
         "connection"
@@ -43,23 +45,33 @@ fn is_protected(name: &[u8]) -> bool {
 }
 
 /// The hop-by-hop headers a message carries: those of [`is_hop_by_hop`] that are present
-/// (keeping `keep` ones) and those its `Connection` values nominate. One pass over the
-/// message's header names; most requests carry none, and then nothing is allocated.
+/// (but not `keep` ones) and those its `Connection` values nominate. One pass over the
+/// message's lines, no lookup by name unless `Connection` nominates one; when there are
+/// none, nothing is allocated.
 fn hop_by_hop(headers: &http::HeaderMap, keep: &[HeaderName]) -> Vec<HeaderName> {
-    let mut found: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_hop_by_hop(name.as_str()) && !keep.contains(name))
-        .cloned()
-        .collect();
-    let nominated = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| tokens(v.as_bytes()))
-        .filter(|t| !is_protected(t))
-        .filter_map(|t| HeaderName::from_bytes(t).ok())
-        .filter(|name| !keep.contains(name) && headers.contains_key(name));
-    found.extend(nominated);
+    let mut found: Vec<HeaderName> = Vec::new();
+    for (name, value) in headers {
+        if *name == header::CONNECTION {
+            let nominated = tokens(value.as_bytes())
+                .filter(|t| !is_protected(t) && !is_connection_option(t))
+                .filter_map(|t| HeaderName::from_bytes(t).ok())
+                .filter(|n| headers.contains_key(n));
+            found.extend(nominated);
+        }
+        if is_hop_by_hop(name.as_str()) && !found.contains(name) {
+            found.push(name.clone());
+        }
+    }
+    found.retain(|name| !keep.contains(name));
     found
+}
+
+/// `Connection` tokens that are options, not header names to remove: `close`, and
+/// `keep-alive`/`upgrade`, whose headers are hop-by-hop by name already.
+fn is_connection_option(token: &[u8]) -> bool {
+    [&b"close"[..], b"keep-alive", b"upgrade"]
+        .iter()
+        .any(|o| token.eq_ignore_ascii_case(o))
 }
 
 /// A WebSocket upgrade the gateway will tunnel: `Upgrade: websocket` with the `upgrade`
@@ -103,14 +115,19 @@ pub fn strip_request_hop_by_hop(req: &mut RequestHeader, websocket: bool) -> Res
 /// order) and appends the client's address. `Host` is passed through as the client sent
 /// it, so services that build absolute URLs (OpenID discovery, Swagger) point back at the
 /// gateway.
+///
+/// `incoming_chain`: the request carries `X-Forwarded-For` (see [`super::head`]); when it
+/// does not, the header is not looked up.
 pub fn set_forwarding(
     req: &mut RequestHeader,
     client_ip: Option<IpAddr>,
     request_id: &RequestId,
+    incoming_chain: bool,
 ) -> Result<()> {
     req.insert_header("x-request-id", request_id.header_value())?;
     let mut chain: Vec<u8> = Vec::new();
-    for v in req.headers.get_all("x-forwarded-for") {
+    let incoming = incoming_chain.then(|| req.headers.get_all(&X_FORWARDED_FOR));
+    for v in incoming.into_iter().flatten() {
         let v = v.as_bytes().trim_ascii();
         if !v.is_empty() {
             if !chain.is_empty() {
@@ -126,7 +143,7 @@ pub fn set_forwarding(
         write_ip(&mut chain, ip);
     }
     if chain.is_empty() {
-        req.remove_header("x-forwarded-for");
+        req.remove_header(&X_FORWARDED_FOR);
     } else {
         req.insert_header("x-forwarded-for", chain)?;
     }
@@ -160,13 +177,17 @@ fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-/// Remove the service's hop-by-hop headers from its response. Pingora writes the client's
-/// `Connection` itself; a `101` keeps `Upgrade`.
+/// Remove the service's hop-by-hop headers from its response. Its `Connection` stays:
+/// Pingora replaces it with the client connection's own when it writes the head (so the
+/// usual `Connection: keep-alive` costs no removal); what it nominates goes. Other `1xx`
+/// heads are written as they are, so theirs goes too. A `101` keeps `Upgrade`.
 pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     let keep: &[HeaderName] = if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
         &[header::UPGRADE, header::CONNECTION]
-    } else {
+    } else if resp.status.is_informational() {
         &[]
+    } else {
+        &[header::CONNECTION]
     };
     for name in hop_by_hop(&resp.headers, keep) {
         resp.remove_header(&name);
@@ -217,7 +238,7 @@ mod tests {
             ("X-Forwarded-Proto", "https"),
             ("X-Request-ID", "spoofed"),
         ]);
-        set_forwarding(&mut req, Some("192.0.2.7".parse().unwrap()), &id).unwrap();
+        set_forwarding(&mut req, Some("192.0.2.7".parse().unwrap()), &id, true).unwrap();
         let h = &req.headers;
         assert_eq!(
             values(h, "x-forwarded-for"),
@@ -232,7 +253,7 @@ mod tests {
             ("2001:db8::7", "2001:db8::7"),
         ] {
             let mut req = request(&[("X-Forwarded-Host", "spoofed")]);
-            set_forwarding(&mut req, Some(ip.parse().unwrap()), &id).unwrap();
+            set_forwarding(&mut req, Some(ip.parse().unwrap()), &id, false).unwrap();
             assert_eq!(values(&req.headers, "x-forwarded-for"), [shown]);
             assert!(req.headers.get("x-forwarded-host").is_none());
         }
@@ -338,9 +359,11 @@ mod tests {
         .unwrap();
         let mut names: Vec<&str> = resp.headers.keys().map(|n| n.as_str()).collect();
         names.sort_unstable();
+        // `Connection` is left for Pingora, which writes the client connection's own.
         assert_eq!(
             names,
             [
+                "connection",
                 "content-type",
                 "x-content-type-options",
                 "x-frame-options",
@@ -348,6 +371,13 @@ mod tests {
             ]
         );
         assert_eq!(values(&resp.headers, "x-frame-options"), ["DENY"]);
+
+        let mut early_hints = ResponseHeader::build(103, None).unwrap();
+        early_hints.append_header("Connection", "close").unwrap();
+        early_hints.append_header("Link", "</a.css>").unwrap();
+        strip_response_hop_by_hop(&mut early_hints);
+        let names: Vec<&str> = early_hints.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["link"]);
 
         let mut resp = ResponseHeader::build(101, None).unwrap();
         resp.append_header("Connection", "upgrade").unwrap();

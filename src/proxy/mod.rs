@@ -22,6 +22,7 @@ mod access_log;
 mod checks;
 mod ctx;
 mod errors;
+mod head;
 mod headers;
 mod request_id;
 
@@ -140,12 +141,19 @@ impl ProxyHttp for Gateway {
                 upstream_request.insert_header(http::header::HOST, host)?;
             }
         }
-        headers::strip_request_hop_by_hop(upstream_request, ctx.websocket)?;
+        if ctx.hop_by_hop {
+            headers::strip_request_hop_by_hop(upstream_request, ctx.websocket)?;
+        }
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        headers::set_forwarding(upstream_request, client_ip, &ctx.request_id)
+        headers::set_forwarding(
+            upstream_request,
+            client_ip,
+            &ctx.request_id,
+            ctx.forwarded_for,
+        )
     }
 
     async fn upstream_response_filter(
@@ -231,7 +239,8 @@ impl Gateway {
             .as_http1()
             .map(|h1| h1.get_headers_raw_bytes())
             .unwrap_or_default();
-        let checked = checks::check(req, &raw).map_err(|r| Reply {
+        let facts = head::HeadFacts::scan(&req.headers);
+        let checked = checks::check(req, &raw, &facts).map_err(|r| Reply {
             status: r.status,
             message: r.message,
         })?;
@@ -252,7 +261,9 @@ impl Gateway {
         })?;
         ctx.route = Some(route.index);
         ctx.upstream_target = Some(target);
-        ctx.websocket = headers::is_websocket_upgrade(req);
+        ctx.websocket = facts.upgrade && headers::is_websocket_upgrade(req);
+        ctx.hop_by_hop = facts.hop_by_hop;
+        ctx.forwarded_for = facts.forwarded_for;
         ctx.http10 = req.version == http::Version::HTTP_10;
         Ok(checked.expect_continue)
     }

@@ -318,14 +318,10 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
-        // Set from the head's first byte: the whole head must be read by then.
+        // Set once part of a head is held (the clock is read only then: most heads arrive
+        // in one read): the whole head must be read by then.
         let header_timeout = self.request_header_timeout;
-        let header_deadline = |already_read: usize| {
-            header_timeout
-                .filter(|_| already_read > 0)
-                .map(|t| (t, std::time::Instant::now() + t))
-        };
-        let mut deadline = header_deadline(already_read);
+        let mut deadline = None;
         loop {
             if already_read > MAX_HEADER_SIZE {
                 /* NOTE: this check only blocks second read. The first large read is allowed
@@ -346,6 +342,9 @@ impl HttpSession {
             if skip_next_read {
                 skip_next_read = false;
             } else {
+                if deadline.is_none() && already_read > 0 {
+                    deadline = header_timeout.map(|t| (t, std::time::Instant::now() + t));
+                }
                 let read = match deadline {
                     Some((t, at)) => {
                         let left = at.saturating_duration_since(std::time::Instant::now());
@@ -364,9 +363,6 @@ impl HttpSession {
                 match read {
                     Some(n) => already_read += n,
                     None => return Ok(None),
-                }
-                if deadline.is_none() {
-                    deadline = header_deadline(already_read);
                 }
             }
 
