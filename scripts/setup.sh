@@ -5,7 +5,8 @@
 #
 #   --test   also what the test suite drives for real: PostgreSQL + PostGIS (the SQL init
 #            scripts), docker-compose (merges and validates the compose files; no engine
-#            needed) and just (the Justfile).
+#            needed), just (the Justfile), the openssl command line (the auth tests
+#            generate RSA keys with it) and redis-server (the shared rate limits).
 set -euo pipefail
 
 with_test=false
@@ -18,6 +19,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if $with_test; then
   command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   if ! ls /usr/lib/postgresql/*/lib/postgis-3.so >/dev/null 2>&1; then
     need+=(postgis-for-installed-postgres)

@@ -26,6 +26,7 @@
 //!
 //! Configuration comes from `services.json` ([`config`]) and the environment ([`settings`]).
 
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod logging;

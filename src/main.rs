@@ -6,7 +6,7 @@ use clap::Parser;
 
 use beat_gateway::router::RouteTable;
 use beat_gateway::settings::{Cli, Settings};
-use beat_gateway::{config, demo, logging, server};
+use beat_gateway::{auth, config, demo, logging, server};
 
 /// mimalloc instead of glibc's malloc: the per-request path allocates many small, short-lived
 /// objects (headers, buffers, tasks), where glibc's malloc showed ~10% of the gateway's CPU
@@ -34,6 +34,10 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+
+    if let Err(e) = auth::check_settings(&config::with_auth(&services), &settings.jwt_missing) {
+        return fail(format!("{file}: {e}"));
+    }
 
     if cli.check {
         println!("{file}: {} routes OK", services.len());

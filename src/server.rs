@@ -2,6 +2,7 @@
 //! settings on top), the proxy service (`pingora_proxy`'s, around our `ProxyHttp`) on the
 //! listen address, and run it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_core::apps::HttpServerOptions;
@@ -9,8 +10,10 @@ use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::services::background::background_service;
 use pingora_proxy::ProxyServiceBuilder;
 
+use crate::auth::{self, JwksRefresh, Mode, Verifier};
 use crate::proxy::Gateway;
 use crate::router::RouteTable;
 use crate::settings::Settings;
@@ -64,7 +67,29 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    let gateway = Gateway::new(routes, Duration::from_secs(settings.keepalive_seconds));
+    let with_auth: Vec<&str> = routes
+        .routes()
+        .iter()
+        .filter(|r| r.auth.mode != Mode::Off)
+        .map(|r| r.name.as_str())
+        .collect();
+    auth::check_settings(&with_auth, &settings.jwt_missing).map_err(anyhow::Error::msg)?;
+    // Keys are fetched only when a route verifies tokens.
+    let verifier = match &settings.jwt {
+        Some(jwt) if !with_auth.is_empty() => Some(Arc::new(Verifier::new(jwt.clone()))),
+        _ => None,
+    };
+    if let Some(verifier) = &verifier {
+        server.add_service(background_service(
+            "jwks refresh",
+            JwksRefresh(verifier.clone()),
+        ));
+    }
+    let gateway = Gateway::new(
+        routes,
+        Duration::from_secs(settings.keepalive_seconds),
+        verifier,
+    );
     let mut options = HttpServerOptions::default();
     // CONNECT reaches `request_filter`, which refuses it with the gateway's JSON 405
     // (Pingora's own refusal is a bare 405 before any phase runs).

@@ -4,8 +4,12 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::Parser;
 use pingora_core::server::configuration::Opt;
+
+use crate::auth::{DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_SECONDS, JwksUrl, JwtSettings};
 
 pub const DEFAULT_SERVICES: &str = "config/services.json";
 pub const DEFAULT_HOST: &str = "0.0.0.0";
@@ -61,6 +65,11 @@ pub struct Settings {
     pub keepalive_seconds: u64,
     pub header_timeout_seconds: u64,
     pub log_format: LogFormat,
+    /// Token verification settings, when `JWKS_URL`, `JWT_ISSUER` and `JWT_AUDIENCE` are
+    /// all set.
+    pub jwt: Option<JwtSettings>,
+    /// Which of those three are missing (a route with auth on needs them all).
+    pub jwt_missing: Vec<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +77,7 @@ pub struct Settings {
 pub struct SettingsError {
     var: &'static str,
     value: String,
-    expected: &'static str,
+    expected: String,
 }
 
 impl Settings {
@@ -78,10 +87,10 @@ impl Settings {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, SettingsError> {
         let get = |var: &'static str| env(var).filter(|v| !v.trim().is_empty()).map(|v| (var, v));
-        let bad = |(var, value): (&'static str, String), expected| SettingsError {
+        let bad = |(var, value): (&'static str, String), expected: &str| SettingsError {
             var,
             value,
-            expected,
+            expected: expected.to_owned(),
         };
 
         let given = services.or_else(|| get("SERVICES_CONFIG").map(|(_, v)| PathBuf::from(v)));
@@ -137,7 +146,44 @@ impl Settings {
             Some((_, v)) if v.eq_ignore_ascii_case("text") => LogFormat::Text,
             Some(kv) => return Err(bad(kv, "either text or json")),
         };
+        let mut jwt_missing = Vec::new();
+        let mut required = |var: &'static str| {
+            let v = get(var);
+            if v.is_none() {
+                jwt_missing.push(var);
+            }
+            v
+        };
+        let (url, issuer, audience) = (
+            required("JWKS_URL"),
+            required("JWT_ISSUER"),
+            required("JWT_AUDIENCE"),
+        );
+        let jwks_url = url
+            .map(|kv| JwksUrl::parse(kv.1.trim()).map_err(|e| bad(kv, &e)))
+            .transpose()?;
+        let leeway_seconds = match get("JWT_LEEWAY_SECONDS") {
+            None => DEFAULT_LEEWAY_SECONDS,
+            Some(kv) => match kv.1.trim().parse::<u64>() {
+                Ok(n) if n <= 3600 => n,
+                _ => return Err(bad(kv, "a number of seconds from 0 to 3600")),
+            },
+        };
+        let refresh =
+            Duration::from_secs(seconds("JWKS_REFRESH_SECONDS", DEFAULT_REFRESH_SECONDS)?);
+        let jwt = match (jwks_url, issuer, audience) {
+            (Some(jwks_url), Some((_, issuer)), Some((_, audience))) => Some(JwtSettings {
+                jwks_url,
+                issuer: issuer.trim().to_owned(),
+                audience: audience.trim().to_owned(),
+                leeway_seconds,
+                refresh,
+            }),
+            _ => None,
+        };
         Ok(Settings {
+            jwt,
+            jwt_missing,
             services_path,
             services_given,
             host,
@@ -180,6 +226,30 @@ mod tests {
         assert_eq!(s.keepalive_seconds, 75);
         assert_eq!(s.header_timeout_seconds, 30);
         assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.jwt, None);
+        assert_eq!(s.jwt_missing, ["JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE"]);
+    }
+
+    #[test]
+    fn jwt_settings_need_all_three() {
+        let s = with(&[
+            ("JWKS_URL", "http://auth-service:2000/.well-known/jwks.json"),
+            ("JWT_ISSUER", "beat-auth"),
+            ("JWT_AUDIENCE", "beat"),
+            ("JWT_LEEWAY_SECONDS", "5"),
+        ])
+        .unwrap();
+        let jwt = s.jwt.unwrap();
+        assert_eq!(jwt.jwks_url.port, 2000);
+        assert_eq!(
+            (jwt.issuer.as_str(), jwt.audience.as_str()),
+            ("beat-auth", "beat")
+        );
+        assert_eq!(jwt.leeway_seconds, 5);
+        assert_eq!(jwt.refresh, Duration::from_secs(DEFAULT_REFRESH_SECONDS));
+        let s = with(&[("JWT_ISSUER", "beat-auth")]).unwrap();
+        assert_eq!(s.jwt, None);
+        assert_eq!(s.jwt_missing, ["JWKS_URL", "JWT_AUDIENCE"]);
     }
 
     #[test]
@@ -236,6 +306,18 @@ mod tests {
                     "{e}"
                 );
             }
+        }
+        for (var, value) in [
+            ("JWKS_URL", "https://idp.example/jwks"),
+            ("JWKS_URL", "auth-service:2000"),
+            ("JWT_LEEWAY_SECONDS", "-3"),
+            ("JWKS_REFRESH_SECONDS", "0"),
+        ] {
+            let e = with(&[(var, value)]).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("environment variable {var}=")),
+                "{e}"
+            );
         }
         assert!(
             with(&[("LOG_FORMAT", "xml")])

@@ -23,4 +23,15 @@ pub struct ServiceEntry {
     pub api_version: Option<u32>,
     pub connect_timeout_ms: Option<u64>,
     pub read_timeout_ms: Option<u64>,
+    pub auth: Option<AuthEntry>,
+}
+
+/// `"auth": {"mode": "required", "public": ["/health"]}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthEntry {
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub public: Vec<String>,
 }

@@ -12,6 +12,8 @@ mod validate;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::auth::{Mode, RouteAuth};
+
 pub use error::{ConfigError, Location};
 
 /// How long to wait for a TCP connection to an upstream when the file does not say.
@@ -34,6 +36,8 @@ pub struct Service {
     pub api_version: Option<u32>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Token verification at the edge (off unless the file says).
+    pub auth: RouteAuth,
 }
 
 /// Read and validate the file at `path`.
@@ -44,6 +48,15 @@ pub fn load(path: &Path) -> Result<Vec<Service>, ConfigError> {
         source,
     })?;
     parse(&name, &text)
+}
+
+/// The services whose routes verify tokens (the JWT settings are then required).
+pub fn with_auth(services: &[Service]) -> Vec<&str> {
+    services
+        .iter()
+        .filter(|s| s.auth.mode != Mode::Off)
+        .map(|s| s.name.as_str())
+        .collect()
 }
 
 /// Validate `text`, naming it `file` in every error message.
@@ -70,8 +83,18 @@ pub fn summary(services: &[Service]) -> Vec<String> {
                     s.skip_prefix.join(" ")
                 ),
             };
+            let auth = match s.auth.mode {
+                Mode::Off => String::new(),
+                Mode::Optional => "; auth optional".to_owned(),
+                Mode::Required => "; auth required".to_owned(),
+            };
+            let public = if s.auth.mode != Mode::Off && !s.auth.public.is_empty() {
+                format!(" except {}", s.auth.public.join(" "))
+            } else {
+                String::new()
+            };
             format!(
-                "{:<20} {:<14} -> {}:{} ({rewrite}; connect {:?}, read {:?})",
+                "{:<20} {:<14} -> {}:{} ({rewrite}; connect {:?}, read {:?}{auth}{public})",
                 s.name, s.prefix, s.host, s.port, s.connect_timeout, s.read_timeout
             )
         })

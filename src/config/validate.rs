@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::file::ServiceEntry;
+use super::file::{AuthEntry, ServiceEntry};
 use super::{ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, Service};
+use crate::auth::{Mode, RouteAuth};
 
 /// Longest timeout accepted, so that a typo (an extra zero or three) is caught rather than
 /// turning into connections that hang for days.
@@ -157,7 +158,13 @@ fn entry(
     let read_timeout = timeout(raw.read_timeout_ms, DEFAULT_READ_TIMEOUT)
         .map_err(|m| fail("read_timeout_ms", m))?;
 
+    let auth = match raw.auth {
+        None => RouteAuth::default(),
+        Some(a) => route_auth(a).map_err(|(field, m)| fail(field, m))?,
+    };
+
     Ok(Service {
+        auth,
         name,
         host: raw.host,
         port,
@@ -167,6 +174,33 @@ fn entry(
         api_version: raw.api_version,
         connect_timeout,
         read_timeout,
+    })
+}
+
+fn route_auth(a: AuthEntry) -> Result<RouteAuth, (&'static str, String)> {
+    let mode = match a.mode.as_deref() {
+        None | Some("off") => Mode::Off,
+        Some("optional") => Mode::Optional,
+        Some("required") => Mode::Required,
+        Some(other) => {
+            return Err((
+                "auth.mode",
+                format!("'{other}' is not a mode: use \"required\", \"optional\" or \"off\""),
+            ));
+        }
+    };
+    for p in &a.public {
+        check_prefix(p).map_err(|m| ("auth.public", m))?;
+        if p == "/" {
+            return Err((
+                "auth.public",
+                "'/' would leave the whole route open; set \"mode\": \"off\" instead".into(),
+            ));
+        }
+    }
+    Ok(RouteAuth {
+        mode,
+        public: a.public,
     })
 }
 

@@ -22,6 +22,8 @@ struct Entry<'a> {
     start: Instant,
     method: &'a str,
     path: &'a str,
+    /// The verified token's subject, or `-`.
+    user: &'a str,
     route: &'a str,
     upstream: &'a str,
     upstream_addr: Option<SocketAddr>,
@@ -46,6 +48,7 @@ pub fn request(
         start: ctx.start,
         method: req.method.as_str(),
         path: req.uri.path(),
+        user: ctx.identity.as_ref().map_or("-", |i| &i.user_id),
         route: route.map_or("-", |(r, _)| &r.name),
         upstream: route.map_or("-", |(_, u)| u.target()),
         upstream_addr: ctx.upstream_addr,
@@ -63,6 +66,7 @@ pub fn unreadable_head(reply: Reply, request_id: &RequestId, e: &Error) {
         start: Instant::now(),
         method: "-",
         path: "-",
+        user: "-",
         route: "-",
         upstream: "-",
         upstream_addr: None,
@@ -92,6 +96,7 @@ fn write(e: &Entry<'_>) {
         &[
             (log_key!("method"), Field::Str(e.method)),
             (log_key!("path"), Field::Str(e.path)),
+            (log_key!("user"), Field::Str(e.user)),
             (log_key!("route"), Field::Str(e.route)),
             (log_key!("upstream"), Field::Str(e.upstream)),
             (log_key!("upstream_addr"), upstream_addr),

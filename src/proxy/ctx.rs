@@ -1,10 +1,12 @@
 //! What one request derives once, in its first phases, for the later ones: nothing is
 //! parsed twice.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::request_id::RequestId;
+use crate::auth::Identity;
 
 /// The per-request context (Pingora's `ProxyHttp::CTX`).
 #[derive(Debug)]
@@ -30,7 +32,11 @@ pub struct RequestCtx {
     /// The address the request was sent to.
     pub upstream_addr: Option<SocketAddr>,
     /// Why the gateway answered itself (a refusal), for the access line.
-    pub refusal: Option<&'static str>,
+    pub refusal: Option<Cow<'static, str>>,
+    /// The client sent identity headers (removed before forwarding).
+    pub identity_headers: bool,
+    /// The verified token's identity, passed to the service.
+    pub identity: Option<Identity>,
 }
 
 impl Default for RequestCtx {
@@ -46,6 +52,8 @@ impl Default for RequestCtx {
             http10: false,
             upstream_addr: None,
             refusal: None,
+            identity_headers: false,
+            identity: None,
         }
     }
 }

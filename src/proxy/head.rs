@@ -8,6 +8,7 @@
 use http::{HeaderMap, HeaderValue};
 
 use super::headers::is_hop_by_hop;
+use crate::auth::IDENTITY_HEADERS;
 
 /// What a request's header lines hold, as far as the gateway's rules care.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub struct HeadFacts<'a> {
     pub hop_by_hop: bool,
     /// An `X-Forwarded-For` line: the chain the gateway extends.
     pub forwarded_for: bool,
+    /// One of the identity headers only the gateway may set ([`IDENTITY_HEADERS`]).
+    pub identity: bool,
 }
 
 impl<'a> HeadFacts<'a> {
@@ -50,6 +53,7 @@ impl<'a> HeadFacts<'a> {
                     facts.hop_by_hop = true;
                 }
                 "x-forwarded-for" => facts.forwarded_for = true,
+                n if IDENTITY_HEADERS.contains(&n) => facts.identity = true,
                 other if is_hop_by_hop(other) => {
                     facts.upgrade |= other == "upgrade";
                     facts.hop_by_hop = true;
@@ -123,5 +127,11 @@ mod tests {
             f.expect.map(HeaderValue::as_bytes),
             Some(&b"100-continue"[..])
         );
+        for name in IDENTITY_HEADERS {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("spoofed"));
+            assert!(HeadFacts::scan(&h).identity, "{name}");
+        }
+        assert!(!HeadFacts::scan(&map(&[("x-user-agent", "x")])).identity);
     }
 }

@@ -14,6 +14,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::checks::tokens;
 use super::request_id::RequestId;
+use crate::auth::{IDENTITY_HEADERS, Identity};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -175,6 +176,29 @@ fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
             let _ = write!(out, "{v6}");
         }
     }
+}
+
+/// Remove identity headers a client sent: only the gateway sets them, from a verified token.
+pub fn strip_identity(req: &mut RequestHeader) {
+    for name in IDENTITY_HEADERS {
+        req.remove_header(name);
+    }
+}
+
+/// The verified identity, as the service receives it.
+pub fn set_identity(req: &mut RequestHeader, identity: &Identity) -> Result<()> {
+    req.insert_header("x-user-id", identity.user_id.as_str())?;
+    let optional = [
+        ("x-user-role", &identity.role),
+        ("x-profile-id", &identity.profile_id),
+        ("x-user-scopes", &identity.scopes),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            req.insert_header(name, value.as_str())?;
+        }
+    }
+    Ok(())
 }
 
 /// Remove the service's hop-by-hop headers from its response. Its `Connection` stays:

@@ -7,11 +7,12 @@
 //!    complete within `PROXY_HEADER_TIMEOUT_SECONDS`) gets the gateway's JSON 400/408.
 //! 2. `early_request_filter`: the request id ([`request_id`]), pipelining on.
 //! 3. `request_filter`: the gateway's checks ([`checks`]), the route ([`crate::router`]),
-//!    `100 Continue`, the client keep-alive; refusals answer here.
+//!    the route's token check ([`crate::auth`]), `100 Continue`, the client keep-alive;
+//!    refusals answer here.
 //! 4. `upstream_peer`: the route's peer at the address our resolver has
 //!    ([`crate::upstream`]).
-//! 5. `upstream_request_filter`: the rewritten target, hop-by-hop headers out, request id
-//!    and `X-Forwarded-*` in ([`headers`]).
+//! 5. `upstream_request_filter`: the rewritten target, hop-by-hop and client-sent identity
+//!    headers out, request id, verified identity and `X-Forwarded-*` in ([`headers`]).
 //! 6. `upstream_response_filter` and `response_filter`: hop-by-hop out, request id and
 //!    security headers in, HTTP/1.0 clients answered in their framing.
 //! 7. `fail_to_connect`, `fail_to_proxy`: the resolver refreshed after a failed connect;
@@ -26,6 +27,8 @@ mod head;
 mod headers;
 mod request_id;
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,6 +42,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 pub use ctx::RequestCtx;
 use errors::Reply;
 
+use crate::auth::{self, Mode, Verifier};
 use crate::router::RouteTable;
 use crate::upstream::Upstream;
 
@@ -48,17 +52,36 @@ pub struct Gateway {
     upstreams: Vec<Upstream>,
     /// A client connection with no request for this long is closed (seconds).
     keepalive_seconds: u64,
+    /// Verifies tokens for routes with auth on (present whenever one is).
+    verifier: Option<Arc<Verifier>>,
 }
 
 impl Gateway {
-    pub fn new(routes: RouteTable, keepalive: Duration) -> Self {
+    pub fn new(routes: RouteTable, keepalive: Duration, verifier: Option<Arc<Verifier>>) -> Self {
         let upstreams = routes.routes().iter().map(Upstream::new).collect();
         Gateway {
             routes,
             upstreams,
             keepalive_seconds: keepalive.as_secs().max(1),
+            verifier,
         }
     }
+}
+
+/// What routing found out for the later steps of `request_filter`.
+struct Routed {
+    /// The client waits for `100 Continue`.
+    expect_continue: bool,
+    /// The route's auth mode for this path (when not off), and the token sent, if any.
+    auth: Option<(Mode, Option<String>)>,
+}
+
+/// Why a request was refused a 401.
+enum Unauthorized {
+    /// No token on a route that requires one.
+    Missing,
+    /// A token that failed verification, and why (for the log only).
+    Invalid(String),
 }
 
 #[async_trait]
@@ -92,11 +115,16 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let expect_continue = match self.route(session, ctx) {
-            Ok(expect_continue) => expect_continue,
-            Err(reply) => return refuse(session, ctx, reply).await,
+        let routed = match self.route(session, ctx) {
+            Ok(routed) => routed,
+            Err(reply) => return refuse(session, ctx, reply, None).await,
         };
-        if expect_continue && !session.is_body_empty() {
+        if let Some((mode, token)) = routed.auth
+            && let Err(why) = self.authenticate(mode, token, ctx).await
+        {
+            return unauthorized(session, ctx, why).await;
+        }
+        if routed.expect_continue && !session.is_body_empty() {
             session.write_continue_response().await?;
         }
         // Pingora keeps HTTP/1.1 connections open forever by default (or for as long as a
@@ -143,6 +171,12 @@ impl ProxyHttp for Gateway {
         }
         if ctx.hop_by_hop {
             headers::strip_request_hop_by_hop(upstream_request, ctx.websocket)?;
+        }
+        if ctx.identity_headers {
+            headers::strip_identity(upstream_request);
+        }
+        if let Some(identity) = &ctx.identity {
+            headers::set_identity(upstream_request, identity)?;
         }
         let client_ip = session
             .client_addr()
@@ -230,9 +264,8 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
-    /// Check the request and find its route; Ok: whether the client waits for
-    /// `100 Continue`.
-    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Result<bool, Reply> {
+    /// Check the request, find its route, and what the route's auth needs.
+    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Routed, Reply> {
         let req = session.req_header();
         let raw = session
             .as_downstream()
@@ -265,7 +298,43 @@ impl Gateway {
         ctx.hop_by_hop = facts.hop_by_hop;
         ctx.forwarded_for = facts.forwarded_for;
         ctx.http10 = req.version == http::Version::HTTP_10;
-        Ok(checked.expect_continue)
+        ctx.identity_headers = facts.identity;
+        let mode = route.auth.mode_for(&route.prefix, checked.path);
+        let auth = (mode != Mode::Off).then(|| {
+            let token = auth::token::find(&req.headers, checked.query, ctx.websocket);
+            (mode, token.map(str::to_owned))
+        });
+        Ok(Routed {
+            expect_continue: checked.expect_continue,
+            auth,
+        })
+    }
+
+    /// Verify the request's token for a route with auth on; on success the identity is
+    /// in `ctx` for the service.
+    async fn authenticate(
+        &self,
+        mode: Mode,
+        token: Option<String>,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Unauthorized> {
+        let Some(token) = token else {
+            return match mode {
+                Mode::Required => Err(Unauthorized::Missing),
+                _ => Ok(()),
+            };
+        };
+        // Startup refuses routes with auth on when there is no verifier.
+        let verifier = self
+            .verifier
+            .as_ref()
+            .ok_or_else(|| Unauthorized::Invalid("no JWT settings".into()))?;
+        let identity = verifier
+            .verify(&token)
+            .await
+            .map_err(Unauthorized::Invalid)?;
+        ctx.identity = Some(identity);
+        Ok(())
     }
 
     fn upstream(&self, ctx: &RequestCtx) -> Result<&Upstream> {
@@ -275,16 +344,48 @@ impl Gateway {
     }
 }
 
-/// Answer a refused request with its JSON error. The connection stays open only when no
-/// body is left unread (it would otherwise be read as the next request).
-async fn refuse(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Result<bool> {
-    ctx.refusal = Some(reply.message);
+/// Answer a refused request with its JSON error (and `header`, when given). The connection
+/// stays open only when no body is left unread (it would otherwise be read as the next
+/// request).
+async fn refuse(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    reply: Reply,
+    header: Option<(&'static str, &'static str)>,
+) -> Result<bool> {
+    if ctx.refusal.is_none() {
+        ctx.refusal = Some(Cow::Borrowed(reply.message));
+    }
     let close = !session.is_body_empty();
     if close {
         session.set_keepalive(None);
     }
-    let (resp, body) = errors::response(reply, &ctx.request_id, close)?;
+    let (mut resp, body) = errors::response(reply, &ctx.request_id, close)?;
+    if let Some((name, value)) = header {
+        resp.insert_header(name, value)?;
+    }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
+}
+
+/// A 401 as RFC 6750 words it: `WWW-Authenticate: Bearer`, with `error="invalid_token"`
+/// when a token came. Why a token failed goes to the access line, never to the client.
+async fn unauthorized(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    why: Unauthorized,
+) -> Result<bool> {
+    let (message, challenge) = match why {
+        Unauthorized::Missing => ("a bearer token is required", "Bearer"),
+        Unauthorized::Invalid(reason) => {
+            ctx.refusal = Some(Cow::Owned(format!("invalid token: {reason}")));
+            ("invalid token", r#"Bearer error="invalid_token""#)
+        }
+    };
+    let reply = Reply {
+        status: 401,
+        message,
+    };
+    refuse(session, ctx, reply, Some(("www-authenticate", challenge))).await
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub use path::{PathError, check_path};
 
+use crate::auth::RouteAuth;
 use crate::config::Service;
 
 /// One route, with everything a request needs precomputed at load time.
@@ -31,6 +32,7 @@ pub struct Route {
     pub port: u16,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    pub auth: RouteAuth,
 }
 
 #[derive(Debug)]
@@ -61,6 +63,7 @@ impl RouteTable {
                 port: s.port,
                 connect_timeout: s.connect_timeout,
                 read_timeout: s.read_timeout,
+                auth: s.auth,
             })
             .collect();
         let by_prefix = routes.iter().map(|r| (r.prefix.clone(), r.index)).collect();

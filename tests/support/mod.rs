@@ -2,6 +2,7 @@
 //! servers (HTTP, WebSocket, raw TCP) on loopback.
 #![allow(dead_code)] // each test file uses a different part of this
 
+pub mod jwt;
 pub mod upstream;
 
 use std::io::{Read, Write};

@@ -1,0 +1,321 @@
+//! Edge authentication: the auth service's access tokens (JWTs) verified once, at the
+//! gateway, before a request costs a service anything; the service receives the verified
+//! identity as headers it can trust, because the gateway removes the same headers from
+//! every client request.
+//!
+//! - [`token`]: where a request carries its token (pure).
+//! - [`jwks`]: the auth service's keys, fetched, cached and refreshed.
+//! - [`Verifier`]: signature, algorithm, `typ`, `exp`/`nbf` with leeway, `iss`, `aud`.
+
+pub mod jwks;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jsonwebtoken::{Validation, decode, decode_header};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde::Deserialize;
+
+pub use jwks::{JwksUrl, KeySet};
+
+/// Default allowance for clock skew between the auth service and the gateway.
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
+/// Default period of the background JWKS refresh.
+pub const DEFAULT_REFRESH_SECONDS: u64 = 300;
+
+/// The identity headers the gateway sets from a verified token, and removes from every
+/// client request so that they can never be spoofed.
+pub const IDENTITY_HEADERS: [&str; 4] =
+    ["x-user-id", "x-user-role", "x-profile-id", "x-user-scopes"];
+
+/// How a route treats tokens (`"auth": {"mode": ...}` in services.json).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Tokens are not looked at (identity headers are still removed).
+    #[default]
+    Off,
+    /// A token, when sent, must be valid; without one the request goes on anonymously.
+    Optional,
+    /// Every request needs a valid token.
+    Required,
+}
+
+/// A route's authentication: its mode and the paths it leaves open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteAuth {
+    pub mode: Mode,
+    /// Path prefixes relative to the route's prefix (`/swagger` on `/core`), matched on
+    /// segment boundaries against the path as the client sent it.
+    pub public: Vec<String>,
+}
+
+impl RouteAuth {
+    /// The mode that applies to `path` (the client's path) on the route at `prefix`.
+    pub fn mode_for(&self, prefix: &str, path: &str) -> Mode {
+        if self.mode == Mode::Off {
+            return Mode::Off;
+        }
+        let rest = if prefix == "/" {
+            path
+        } else {
+            path.strip_prefix(prefix).unwrap_or(path)
+        };
+        let open = self.public.iter().any(|p| {
+            rest.strip_prefix(p.as_str())
+                .is_some_and(|after| after.is_empty() || after.starts_with('/'))
+        });
+        if open { Mode::Off } else { self.mode }
+    }
+}
+
+/// The gateway's JWT settings (`JWKS_URL`, `JWT_ISSUER`, `JWT_AUDIENCE`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSettings {
+    pub jwks_url: JwksUrl,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway_seconds: u64,
+    pub refresh: Duration,
+}
+
+/// What a verified token says about its bearer, as the service receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: String,
+    pub role: Option<String>,
+    pub profile_id: Option<String>,
+    /// Space-joined.
+    pub scopes: Option<String>,
+}
+
+/// The JWKS refresh as a Pingora background service: the keys are fetched once at start (a
+/// failure is logged, not fatal: requests with tokens get 401 until a fetch succeeds),
+/// then every `JWKS_REFRESH_SECONDS`, until shutdown.
+pub struct JwksRefresh(pub Arc<Verifier>);
+
+#[async_trait]
+impl BackgroundService for JwksRefresh {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let keys = self.0.keys();
+        loop {
+            keys.refresh(true).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.0.settings.refresh) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Refuse to start when a route has auth on but the JWT settings are incomplete.
+pub fn check_settings(with_auth: &[&str], missing: &[&str]) -> Result<(), String> {
+    if with_auth.is_empty() || missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "auth is on for {} but {} not set (JWKS_URL, JWT_ISSUER and JWT_AUDIENCE are required)",
+        with_auth
+            .iter()
+            .map(|s| format!("service '{s}'"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        missing.join(", ") + if missing.len() == 1 { " is" } else { " are" },
+    ))
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    profile_id: Option<serde_json::Value>,
+    #[serde(default)]
+    scope: Option<Scope>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scope {
+    List(Vec<String>),
+    Text(String),
+}
+
+/// Verifies tokens against the JWKS.
+pub struct Verifier {
+    settings: JwtSettings,
+    keys: KeySet,
+}
+
+impl Verifier {
+    pub fn new(settings: JwtSettings) -> Self {
+        Verifier {
+            keys: KeySet::new(settings.jwks_url.clone()),
+            settings,
+        }
+    }
+
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    pub fn settings(&self) -> &JwtSettings {
+        &self.settings
+    }
+
+    /// The identity in `token`, or why it is refused (for the log, never the client).
+    pub async fn verify(&self, token: &str) -> Result<Identity, String> {
+        let header = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+        check_typ(header.typ.as_deref())?;
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or("the token names no key (kid)")?;
+        let key = self
+            .keys
+            .get(kid)
+            .await
+            .ok_or_else(|| format!("unknown key '{kid}'"))?;
+        if header.alg != key.algorithm {
+            return Err(format!(
+                "algorithm {:?} does not match key '{kid}' ({:?})",
+                header.alg, key.algorithm
+            ));
+        }
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = self.settings.leeway_seconds;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[&self.settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = decode::<Claims>(token, &key.key, &validation).map_err(|e| e.to_string())?;
+        identity(data.claims)
+    }
+}
+
+/// Access tokens only: the auth service marks them `typ: access` (`JWT` and `at+jwt` are
+/// the standard spellings); a refresh token must never open a route.
+fn check_typ(typ: Option<&str>) -> Result<(), String> {
+    match typ {
+        None => Ok(()),
+        Some(t)
+            if ["access", "JWT", "at+jwt"]
+                .iter()
+                .any(|a| t.eq_ignore_ascii_case(a)) =>
+        {
+            Ok(())
+        }
+        Some(t) => Err(format!("token type '{t}' is not an access token")),
+    }
+}
+
+/// Claims as header values: anything that cannot travel as one is refused.
+fn identity(claims: Claims) -> Result<Identity, String> {
+    let text = |name: &str, v: String| {
+        if http::HeaderValue::from_str(&v).is_ok() && !v.is_empty() {
+            Ok(v)
+        } else {
+            Err(format!("claim '{name}' cannot be passed as a header"))
+        }
+    };
+    let profile_id = match claims.profile_id {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(_) => return Err("claim 'profile_id' is neither a string nor a number".into()),
+    };
+    let scopes = match claims.scope {
+        None => None,
+        Some(Scope::List(list)) => Some(list.join(" ")),
+        Some(Scope::Text(s)) => Some(s),
+    }
+    .filter(|s| !s.is_empty());
+    Ok(Identity {
+        user_id: text("sub", claims.sub)?,
+        role: claims.role.map(|r| text("role", r)).transpose()?,
+        profile_id: profile_id.map(|p| text("profile_id", p)).transpose()?,
+        scopes: scopes.map(|s| text("scope", s)).transpose()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_paths_match_on_segment_boundaries_under_the_prefix() {
+        let auth = RouteAuth {
+            mode: Mode::Required,
+            public: vec!["/swagger".into(), "/health".into()],
+        };
+        assert_eq!(auth.mode_for("/core", "/core/swagger"), Mode::Off);
+        assert_eq!(
+            auth.mode_for("/core", "/core/swagger/index.html"),
+            Mode::Off
+        );
+        assert_eq!(auth.mode_for("/core", "/core/swaggerx"), Mode::Required);
+        assert_eq!(auth.mode_for("/core", "/core/users"), Mode::Required);
+        assert_eq!(auth.mode_for("/core", "/core"), Mode::Required);
+        assert_eq!(auth.mode_for("/", "/health"), Mode::Off);
+        let off = RouteAuth::default();
+        assert_eq!(off.mode_for("/core", "/core/users"), Mode::Off);
+    }
+
+    #[test]
+    fn missing_settings_are_named_only_when_a_route_needs_them() {
+        assert!(check_settings(&[], &["JWKS_URL"]).is_ok());
+        assert!(check_settings(&["core-service"], &[]).is_ok());
+        assert_eq!(
+            check_settings(
+                &["core-service", "messaging"],
+                &["JWKS_URL", "JWT_AUDIENCE"]
+            ),
+            Err(
+                "auth is on for service 'core-service', service 'messaging' but JWKS_URL, \
+                 JWT_AUDIENCE are not set (JWKS_URL, JWT_ISSUER and JWT_AUDIENCE are required)"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn only_access_tokens_pass_the_type_check() {
+        for ok in [
+            None,
+            Some("access"),
+            Some("JWT"),
+            Some("at+jwt"),
+            Some("jwt"),
+        ] {
+            assert!(check_typ(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [Some("refresh"), Some("id"), Some("")] {
+            assert!(check_typ(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn claims_become_header_values() {
+        let claims: Claims = serde_json::from_str(
+            r#"{"sub": "u1", "role": "client", "profile_id": 42, "scope": ["read", "write"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            identity(claims).unwrap(),
+            Identity {
+                user_id: "u1".into(),
+                role: Some("client".into()),
+                profile_id: Some("42".into()),
+                scopes: Some("read write".into()),
+            }
+        );
+        let bare: Claims = serde_json::from_str(r#"{"sub": "u2", "scope": []}"#).unwrap();
+        let id = identity(bare).unwrap();
+        assert_eq!((id.role, id.profile_id, id.scopes), (None, None, None));
+        let injected: Claims = serde_json::from_str(r#"{"sub": "u\r\nX-Admin: 1"}"#).unwrap();
+        assert!(identity(injected).is_err());
+    }
+}
