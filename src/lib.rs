@@ -26,9 +26,9 @@
 //!
 //! Configuration comes from `services.json` ([`config`]) and the environment ([`settings`]).
 
-pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod logging;
 pub mod proxy;
 pub mod router;

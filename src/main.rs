@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use beat_gateway::edge::auth;
 use beat_gateway::router::RouteTable;
 use beat_gateway::settings::{Cli, Settings};
-use beat_gateway::{auth, config, demo, logging, server};
+use beat_gateway::{config, demo, logging, server};
 
 /// mimalloc instead of glibc's malloc: the per-request path allocates many small, short-lived
 /// objects (headers, buffers, tasks), where glibc's malloc showed ~10% of the gateway's CPU

@@ -13,7 +13,7 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::services::background::background_service;
 use pingora_proxy::ProxyServiceBuilder;
 
-use crate::auth::{self, JwksRefresh, Mode, Verifier};
+use crate::edge::auth::{self, JwksRefresh, Mode, Verifier};
 use crate::proxy::Gateway;
 use crate::router::RouteTable;
 use crate::settings::Settings;
@@ -89,6 +89,7 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
         routes,
         Duration::from_secs(settings.keepalive_seconds),
         verifier,
+        settings.cors.clone(),
     );
     let mut options = HttpServerOptions::default();
     // CONNECT reaches `request_filter`, which refuses it with the gateway's JSON 405

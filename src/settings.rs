@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use pingora_core::server::configuration::Opt;
 
-use crate::auth::{DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_SECONDS, JwksUrl, JwtSettings};
+use crate::edge::auth::{DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_SECONDS, JwksUrl, JwtSettings};
+use crate::edge::cors::{Policy, PolicySpec};
 
 pub const DEFAULT_SERVICES: &str = "config/services.json";
 pub const DEFAULT_HOST: &str = "0.0.0.0";
@@ -70,6 +71,8 @@ pub struct Settings {
     pub jwt: Option<JwtSettings>,
     /// Which of those three are missing (a route with auth on needs them all).
     pub jwt_missing: Vec<&'static str>,
+    /// The global CORS policy (`CORS_ORIGINS` and friends); a service's own replaces it.
+    pub cors: Option<Policy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +184,9 @@ impl Settings {
             }),
             _ => None,
         };
+        let cors = cors_policy(&get)?;
         Ok(Settings {
+            cors,
             jwt,
             jwt_missing,
             services_path,
@@ -200,6 +205,72 @@ impl Settings {
     pub fn listen_addr(&self) -> String {
         std::net::SocketAddr::new(self.host, self.port).to_string()
     }
+}
+
+/// `CORS_ORIGINS`, `CORS_METHODS`, `CORS_HEADERS` (comma-separated), `CORS_CREDENTIALS`
+/// (`true`/`false`), `CORS_MAX_AGE` (seconds). None without `CORS_ORIGINS`.
+fn cors_policy(
+    get: &dyn Fn(&'static str) -> Option<(&'static str, String)>,
+) -> Result<Option<Policy>, SettingsError> {
+    let vars = [
+        "CORS_ORIGINS",
+        "CORS_METHODS",
+        "CORS_HEADERS",
+        "CORS_CREDENTIALS",
+        "CORS_MAX_AGE",
+    ];
+    let bad = |(var, value): (&'static str, String), expected: String| SettingsError {
+        var,
+        value,
+        expected,
+    };
+    let list = |v: Option<(&'static str, String)>| -> Vec<String> {
+        v.map(|(_, v)| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let Some(origins) = get("CORS_ORIGINS") else {
+        if let Some(other) = vars[1..].iter().find_map(|v| get(v)) {
+            return Err(bad(other, "has no effect without CORS_ORIGINS".into()));
+        }
+        return Ok(None);
+    };
+    let credentials = match get("CORS_CREDENTIALS") {
+        None => false,
+        Some((_, v)) if v.trim().eq_ignore_ascii_case("true") => true,
+        Some((_, v)) if v.trim().eq_ignore_ascii_case("false") => false,
+        Some(kv) => return Err(bad(kv, "true or false".into())),
+    };
+    let max_age = match get("CORS_MAX_AGE") {
+        None => None,
+        Some(kv) => Some(
+            kv.1.trim()
+                .parse::<u64>()
+                .map_err(|_| bad(kv, "a number of seconds".into()))?,
+        ),
+    };
+    let spec = PolicySpec {
+        origins: list(Some(origins.clone())),
+        methods: list(get("CORS_METHODS")),
+        headers: list(get("CORS_HEADERS")),
+        credentials,
+        max_age,
+    };
+    spec.build().map(Some).map_err(|e| {
+        let var = match e.field {
+            "methods" => "CORS_METHODS",
+            "headers" => "CORS_HEADERS",
+            "credentials" => "CORS_CREDENTIALS",
+            "max_age" => "CORS_MAX_AGE",
+            _ => "CORS_ORIGINS",
+        };
+        let value = get(var).map(|kv| kv.1).unwrap_or_default();
+        bad((var, value), e.message)
+    })
 }
 
 #[cfg(test)]
@@ -228,6 +299,40 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.jwt, None);
         assert_eq!(s.jwt_missing, ["JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE"]);
+    }
+
+    #[test]
+    fn cors_from_the_environment() {
+        assert_eq!(with(&[]).unwrap().cors, None);
+        let s = with(&[
+            ("CORS_ORIGINS", "https://app.example, https://admin.example"),
+            ("CORS_CREDENTIALS", "true"),
+            ("CORS_MAX_AGE", "60"),
+        ])
+        .unwrap();
+        assert!(s.cors.is_some());
+        for (vars, var) in [
+            (
+                &[("CORS_ORIGINS", "*"), ("CORS_CREDENTIALS", "true")][..],
+                "CORS_CREDENTIALS",
+            ),
+            (&[("CORS_ORIGINS", "app.example")][..], "CORS_ORIGINS"),
+            (&[("CORS_METHODS", "GET")][..], "CORS_METHODS"),
+            (
+                &[("CORS_ORIGINS", "*"), ("CORS_CREDENTIALS", "yes")][..],
+                "CORS_CREDENTIALS",
+            ),
+            (
+                &[("CORS_ORIGINS", "*"), ("CORS_MAX_AGE", "soon")][..],
+                "CORS_MAX_AGE",
+            ),
+        ] {
+            let e = with(vars).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("environment variable {var}=")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,22 @@ pub struct ServiceEntry {
     pub connect_timeout_ms: Option<u64>,
     pub read_timeout_ms: Option<u64>,
     pub auth: Option<AuthEntry>,
+    pub cors: Option<CorsEntry>,
+}
+
+/// `"cors": {"origins": [...], "methods": [...], "headers": [...], "credentials": bool,
+/// "max_age": seconds}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsEntry {
+    pub origins: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub credentials: bool,
+    pub max_age: Option<u64>,
 }
 
 /// `"auth": {"mode": "required", "public": ["/health"]}`.

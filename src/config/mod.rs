@@ -12,7 +12,8 @@ mod validate;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::auth::{Mode, RouteAuth};
+use crate::edge::auth::{Mode, RouteAuth};
+use crate::edge::cors::Policy;
 
 pub use error::{ConfigError, Location};
 
@@ -38,6 +39,8 @@ pub struct Service {
     pub read_timeout: Duration,
     /// Token verification at the edge (off unless the file says).
     pub auth: RouteAuth,
+    /// The service's own CORS policy (replaces the global one from the environment).
+    pub cors: Option<Policy>,
 }
 
 /// Read and validate the file at `path`.

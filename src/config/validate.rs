@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use super::file::{AuthEntry, ServiceEntry};
 use super::{ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, Service};
-use crate::auth::{Mode, RouteAuth};
+use crate::edge::auth::{Mode, RouteAuth};
+use crate::edge::cors::PolicySpec;
 
 /// Longest timeout accepted, so that a typo (an extra zero or three) is caught rather than
 /// turning into connections that hang for days.
@@ -163,8 +164,26 @@ fn entry(
         Some(a) => route_auth(a).map_err(|(field, m)| fail(field, m))?,
     };
 
+    let cors = match raw.cors {
+        None => None,
+        Some(c) => Some(
+            PolicySpec {
+                origins: c.origins,
+                methods: c.methods,
+                headers: c.headers,
+                credentials: c.credentials,
+                max_age: c.max_age,
+            }
+            .build()
+            .map_err(|e| {
+                ConfigError::service(file, label, Some(&format!("cors.{}", e.field)), e.message)
+            })?,
+        ),
+    };
+
     Ok(Service {
         auth,
+        cors,
         name,
         host: raw.host,
         port,

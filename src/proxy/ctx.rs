@@ -5,8 +5,10 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use http::HeaderValue;
+
 use super::request_id::RequestId;
-use crate::auth::Identity;
+use crate::edge::auth::Identity;
 
 /// The per-request context (Pingora's `ProxyHttp::CTX`).
 #[derive(Debug)]
@@ -37,6 +39,9 @@ pub struct RequestCtx {
     pub identity_headers: bool,
     /// The verified token's identity, passed to the service.
     pub identity: Option<Identity>,
+    /// The CORS headers for this request's response (empty for a disallowed origin or a
+    /// request without `Origin`: `Vary: Origin` only); `None` when no policy applies.
+    pub cors: Option<Vec<(&'static str, HeaderValue)>>,
 }
 
 impl Default for RequestCtx {
@@ -54,6 +59,7 @@ impl Default for RequestCtx {
             refusal: None,
             identity_headers: false,
             identity: None,
+            cors: None,
         }
     }
 }

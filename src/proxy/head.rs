@@ -8,7 +8,7 @@
 use http::{HeaderMap, HeaderValue};
 
 use super::headers::is_hop_by_hop;
-use crate::auth::IDENTITY_HEADERS;
+use crate::edge::auth::IDENTITY_HEADERS;
 
 /// What a request's header lines hold, as far as the gateway's rules care.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,12 @@ pub struct HeadFacts<'a> {
     pub forwarded_for: bool,
     /// One of the identity headers only the gateway may set ([`IDENTITY_HEADERS`]).
     pub identity: bool,
+    /// The first `Origin` line: a browser's cross-origin request.
+    pub origin: Option<&'a HeaderValue>,
+    /// `Access-Control-Request-Method`: with `OPTIONS`, a CORS preflight.
+    pub preflight_method: bool,
+    /// The first `Access-Control-Request-Headers` line.
+    pub preflight_headers: Option<&'a HeaderValue>,
 }
 
 impl<'a> HeadFacts<'a> {
@@ -53,6 +59,13 @@ impl<'a> HeadFacts<'a> {
                     facts.hop_by_hop = true;
                 }
                 "x-forwarded-for" => facts.forwarded_for = true,
+                "origin" => {
+                    facts.origin.get_or_insert(value);
+                }
+                "access-control-request-method" => facts.preflight_method = true,
+                "access-control-request-headers" => {
+                    facts.preflight_headers.get_or_insert(value);
+                }
                 n if IDENTITY_HEADERS.contains(&n) => facts.identity = true,
                 other if is_hop_by_hop(other) => {
                     facts.upgrade |= other == "upgrade";
@@ -133,5 +146,20 @@ mod tests {
             assert!(HeadFacts::scan(&h).identity, "{name}");
         }
         assert!(!HeadFacts::scan(&map(&[("x-user-agent", "x")])).identity);
+        let h = map(&[
+            ("origin", "https://a.example"),
+            ("access-control-request-method", "PUT"),
+            ("access-control-request-headers", "x-a"),
+        ]);
+        let f = HeadFacts::scan(&h);
+        assert_eq!(
+            f.origin.map(HeaderValue::as_bytes),
+            Some(&b"https://a.example"[..])
+        );
+        assert!(f.preflight_method);
+        assert_eq!(
+            f.preflight_headers.map(HeaderValue::as_bytes),
+            Some(&b"x-a"[..])
+        );
     }
 }

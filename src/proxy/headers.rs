@@ -14,7 +14,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::checks::tokens;
 use super::request_id::RequestId;
-use crate::auth::{IDENTITY_HEADERS, Identity};
+use crate::edge::auth::{IDENTITY_HEADERS, Identity};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 

@@ -7,7 +7,7 @@
 //!    complete within `PROXY_HEADER_TIMEOUT_SECONDS`) gets the gateway's JSON 400/408.
 //! 2. `early_request_filter`: the request id ([`request_id`]), pipelining on.
 //! 3. `request_filter`: the gateway's checks ([`checks`]), the route ([`crate::router`]),
-//!    the route's token check ([`crate::auth`]), `100 Continue`, the client keep-alive;
+//!    the route's token check ([`crate::edge::auth`]), `100 Continue`, the client keep-alive;
 //!    refusals answer here.
 //! 4. `upstream_peer`: the route's peer at the address our resolver has
 //!    ([`crate::upstream`]).
@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_core::{Error, Result};
@@ -42,7 +43,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 pub use ctx::RequestCtx;
 use errors::Reply;
 
-use crate::auth::{self, Mode, Verifier};
+use crate::edge::auth::{self, Mode, Verifier};
+use crate::edge::cors::{self, Decision, Policy};
 use crate::router::RouteTable;
 use crate::upstream::Upstream;
 
@@ -54,16 +56,24 @@ pub struct Gateway {
     keepalive_seconds: u64,
     /// Verifies tokens for routes with auth on (present whenever one is).
     verifier: Option<Arc<Verifier>>,
+    /// The CORS policy of routes without their own, and of requests no route matched.
+    global_cors: Option<Arc<Policy>>,
 }
 
 impl Gateway {
-    pub fn new(routes: RouteTable, keepalive: Duration, verifier: Option<Arc<Verifier>>) -> Self {
+    pub fn new(
+        routes: RouteTable,
+        keepalive: Duration,
+        verifier: Option<Arc<Verifier>>,
+        global_cors: Option<Policy>,
+    ) -> Self {
         let upstreams = routes.routes().iter().map(Upstream::new).collect();
         Gateway {
             routes,
             upstreams,
             keepalive_seconds: keepalive.as_secs().max(1),
             verifier,
+            global_cors: global_cors.map(Arc::new),
         }
     }
 }
@@ -74,6 +84,8 @@ struct Routed {
     expect_continue: bool,
     /// The route's auth mode for this path (when not off), and the token sent, if any.
     auth: Option<(Mode, Option<String>)>,
+    /// A CORS preflight: the headers of its 204, or `Err` for an origin not allowed.
+    preflight: Option<Result<Vec<(&'static str, HeaderValue)>, ()>>,
 }
 
 /// Why a request was refused a 401.
@@ -119,6 +131,18 @@ impl ProxyHttp for Gateway {
             Ok(routed) => routed,
             Err(reply) => return refuse(session, ctx, reply, None).await,
         };
+        // Preflights are the gateway's, before auth and rate limits.
+        match routed.preflight {
+            None => {}
+            Some(Ok(headers)) => return preflight(session, ctx, &headers).await,
+            Some(Err(())) => {
+                let reply = Reply {
+                    status: 403,
+                    message: "origin not allowed",
+                };
+                return refuse(session, ctx, reply, None).await;
+            }
+        }
         if let Some((mode, token)) = routed.auth
             && let Err(why) = self.authenticate(mode, token, ctx).await
         {
@@ -212,6 +236,9 @@ impl ProxyHttp for Gateway {
             response.remove_header(&http::header::TRANSFER_ENCODING);
             session.set_keepalive(None);
         }
+        if let Some(cors_headers) = &ctx.cors {
+            cors::apply(response, cors_headers)?;
+        }
         headers::set_client_headers(response, &ctx.request_id)
     }
 
@@ -239,7 +266,10 @@ impl ProxyHttp for Gateway {
         let reply = errors::classify(e);
         if reply.status > 0 {
             // `write_error_response` also ends the client connection after it.
-            if let Ok((resp, body)) = errors::response(reply, &ctx.request_id, true) {
+            if let Ok((mut resp, body)) = errors::response(reply, &ctx.request_id, true) {
+                if let Some(cors_headers) = &ctx.cors {
+                    let _ = cors::apply(&mut resp, cors_headers);
+                }
                 let _ = session.write_error_response(resp, body).await;
             }
         }
@@ -273,16 +303,45 @@ impl Gateway {
             .map(|h1| h1.get_headers_raw_bytes())
             .unwrap_or_default();
         let facts = head::HeadFacts::scan(&req.headers);
-        let checked = checks::check(req, &raw, &facts).map_err(|r| Reply {
-            status: r.status,
-            message: r.message,
-        })?;
+        // Refusals before a route is known answer under the global CORS policy.
+        let cors = |route: Option<usize>| {
+            let policy = route
+                .and_then(|i| self.routes.routes()[i].cors.as_ref())
+                .or(self.global_cors.as_ref())?;
+            let preflight = req.method == http::Method::OPTIONS && facts.preflight_method;
+            Some(policy.decide(facts.origin, preflight, facts.preflight_headers))
+        };
+        let refuse_unrouted = |ctx: &mut RequestCtx, reply: Reply| {
+            ctx.cors = cors(None).map(Decision::into_response_headers);
+            reply
+        };
+        let checked = match checks::check(req, &raw, &facts) {
+            Ok(checked) => checked,
+            Err(r) => {
+                let reply = Reply {
+                    status: r.status,
+                    message: r.message,
+                };
+                return Err(refuse_unrouted(ctx, reply));
+            }
+        };
         let Some(route) = self.routes.lookup(checked.path) else {
-            return Err(Reply {
+            let reply = Reply {
                 status: 404,
                 message: "no route for this path",
-            });
+            };
+            return Err(refuse_unrouted(ctx, reply));
         };
+        let mut preflight = None;
+        match cors(Some(route.index)) {
+            None => {}
+            Some(Decision::Preflight(headers)) => preflight = Some(Ok(headers)),
+            Some(Decision::Forbidden) => {
+                ctx.cors = Some(Vec::new());
+                preflight = Some(Err(()));
+            }
+            Some(decision) => ctx.cors = Some(decision.into_response_headers()),
+        }
         let mut target = route.upstream_path(checked.path).into_owned();
         if let Some(query) = checked.query {
             target.push('?');
@@ -307,6 +366,7 @@ impl Gateway {
         Ok(Routed {
             expect_continue: checked.expect_continue,
             auth,
+            preflight,
         })
     }
 
@@ -364,8 +424,27 @@ async fn refuse(
     if let Some((name, value)) = header {
         resp.insert_header(name, value)?;
     }
+    if let Some(cors_headers) = &ctx.cors {
+        cors::apply(&mut resp, cors_headers)?;
+    }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
+/// The answer to a CORS preflight from an allowed origin: 204 with the policy's headers.
+async fn preflight(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    cors_headers: &[(&'static str, HeaderValue)],
+) -> Result<bool> {
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    let mut resp = ResponseHeader::build(204, Some(8))?;
+    cors::apply(&mut resp, cors_headers)?;
+    headers::set_client_headers(&mut resp, &ctx.request_id)?;
+    session.write_response_header(Box::new(resp), true).await?;
     Ok(true)
 }
 

@@ -10,12 +10,14 @@ mod path;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use path::{PathError, check_path};
 
-use crate::auth::RouteAuth;
 use crate::config::Service;
+use crate::edge::auth::RouteAuth;
+use crate::edge::cors::Policy;
 
 /// One route, with everything a request needs precomputed at load time.
 #[derive(Debug)]
@@ -33,6 +35,8 @@ pub struct Route {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub auth: RouteAuth,
+    /// The route's own CORS policy, if it has one.
+    pub cors: Option<Arc<Policy>>,
 }
 
 #[derive(Debug)]
@@ -64,6 +68,7 @@ impl RouteTable {
                 connect_timeout: s.connect_timeout,
                 read_timeout: s.read_timeout,
                 auth: s.auth,
+                cors: s.cors.map(Arc::new),
             })
             .collect();
         let by_prefix = routes.iter().map(|r| (r.prefix.clone(), r.index)).collect();

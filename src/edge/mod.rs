@@ -1,0 +1,11 @@
+//! Edge security: what the gateway decides about a request before any service sees it,
+//! each a small filter module the `ProxyHttp` phases call (`crate::proxy`).
+//!
+//! - [`auth`]: access tokens verified once, at the edge; the service gets the identity.
+//! - [`cors`]: preflights answered here; CORS headers on every response, the gateway's
+//!   own errors included, so a browser app can read them.
+//! - [`rate_limit`]: per-route token buckets, local or shared through Redis.
+
+pub mod auth;
+pub mod cors;
+pub mod rate_limit;
