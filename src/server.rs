@@ -14,6 +14,7 @@ use pingora_core::services::background::background_service;
 use pingora_proxy::ProxyServiceBuilder;
 
 use crate::edge::auth::{self, JwksRefresh, Mode, Verifier};
+use crate::edge::rate_limit::{Housekeeping, RateLimits, Redis, RouteLimit};
 use crate::proxy::Gateway;
 use crate::router::RouteTable;
 use crate::settings::Settings;
@@ -85,11 +86,19 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
             JwksRefresh(verifier.clone()),
         ));
     }
+    let limits = rate_limits(settings, &routes)?;
+    if limits.any() {
+        server.add_service(background_service(
+            "rate-limit housekeeping",
+            Housekeeping(limits.clone()),
+        ));
+    }
     let gateway = Gateway::new(
         routes,
         Duration::from_secs(settings.keepalive_seconds),
         verifier,
         settings.cors.clone(),
+        limits,
     );
     let mut options = HttpServerOptions::default();
     // CONNECT reaches `request_filter`, which refuses it with the gateway's JSON 405
@@ -119,4 +128,30 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
     );
     server.add_service(proxy);
     Ok(server)
+}
+
+/// Each route's limiter, shared through Redis when `RATE_LIMIT_REDIS_URL` is set and a
+/// route is limited.
+fn rate_limits(settings: &Settings, routes: &RouteTable) -> anyhow::Result<Arc<RateLimits>> {
+    let per_route: Vec<Option<RouteLimit>> = routes
+        .routes()
+        .iter()
+        .map(|r| {
+            r.rate_limit
+                .clone()
+                .map(|spec| RouteLimit::new(&r.name, spec))
+        })
+        .collect();
+    let limited = per_route.iter().any(Option::is_some);
+    let redis = match &settings.rate_limit_redis {
+        Some(url) if limited => {
+            Some(Redis::new(url).map_err(|e| anyhow::anyhow!("RATE_LIMIT_REDIS_URL: {e}"))?)
+        }
+        _ => None,
+    };
+    Ok(Arc::new(RateLimits::new(
+        per_route,
+        redis,
+        settings.trusted_proxies.clone(),
+    )))
 }

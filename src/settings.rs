@@ -11,6 +11,7 @@ use pingora_core::server::configuration::Opt;
 
 use crate::edge::auth::{DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_SECONDS, JwksUrl, JwtSettings};
 use crate::edge::cors::{Policy, PolicySpec};
+use ipnet::IpNet;
 
 pub const DEFAULT_SERVICES: &str = "config/services.json";
 pub const DEFAULT_HOST: &str = "0.0.0.0";
@@ -73,6 +74,10 @@ pub struct Settings {
     pub jwt_missing: Vec<&'static str>,
     /// The global CORS policy (`CORS_ORIGINS` and friends); a service's own replaces it.
     pub cors: Option<Policy>,
+    /// Shared rate limits (`RATE_LIMIT_REDIS_URL`).
+    pub rate_limit_redis: Option<String>,
+    /// Peers whose `X-Forwarded-For` is believed for the `ip` rate-limit key.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,8 +190,37 @@ impl Settings {
             _ => None,
         };
         let cors = cors_policy(&get)?;
+        let rate_limit_redis = match get("RATE_LIMIT_REDIS_URL") {
+            None => None,
+            Some(kv) => match redis::Client::open(kv.1.trim()) {
+                Ok(_) => Some(kv.1.trim().to_owned()),
+                Err(e) => return Err(bad(kv, &format!("a Redis URL, redis://host:port ({e})"))),
+            },
+        };
+        let trusted_proxies = match get("TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(kv) => {
+                let parsed: Result<Vec<IpNet>, _> =
+                    kv.1.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| {
+                            s.parse::<IpNet>()
+                                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                        })
+                        .collect();
+                parsed.map_err(|_| {
+                    bad(
+                        kv,
+                        "a comma-separated list of CIDRs, e.g. 10.0.0.0/8, 172.16.0.0/12",
+                    )
+                })?
+            }
+        };
         Ok(Settings {
             cors,
+            rate_limit_redis,
+            trusted_proxies,
             jwt,
             jwt_missing,
             services_path,
@@ -299,6 +333,31 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.jwt, None);
         assert_eq!(s.jwt_missing, ["JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE"]);
+    }
+
+    #[test]
+    fn rate_limit_settings() {
+        let s = with(&[
+            ("RATE_LIMIT_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7, ::1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.rate_limit_redis.as_deref(),
+            Some("redis://127.0.0.1:6379/0")
+        );
+        assert_eq!(s.trusted_proxies.len(), 3);
+        for (var, value) in [
+            ("RATE_LIMIT_REDIS_URL", "localhost:6379"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("TRUSTED_PROXIES", "proxy.internal"),
+        ] {
+            let e = with(&[(var, value)]).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("environment variable {var}=")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,17 @@ pub struct ServiceEntry {
     pub read_timeout_ms: Option<u64>,
     pub auth: Option<AuthEntry>,
     pub cors: Option<CorsEntry>,
+    pub rate_limit: Option<RateLimitEntry>,
+}
+
+/// `"rate_limit": {"requests_per_second": N, "burst": M, "key": "ip" | "user" |
+/// "header:NAME"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitEntry {
+    pub requests_per_second: f64,
+    pub burst: Option<u32>,
+    pub key: Option<String>,
 }
 
 /// `"cors": {"origins": [...], "methods": [...], "headers": [...], "credentials": bool,

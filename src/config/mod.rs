@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::edge::auth::{Mode, RouteAuth};
 use crate::edge::cors::Policy;
+use crate::edge::rate_limit::{KeyKind, LimitSpec};
 
 pub use error::{ConfigError, Location};
 
@@ -24,7 +25,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One validated service: every field holds a value the gateway can use as is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     pub name: String,
     pub host: String,
@@ -41,6 +42,7 @@ pub struct Service {
     pub auth: RouteAuth,
     /// The service's own CORS policy (replaces the global one from the environment).
     pub cors: Option<Policy>,
+    pub rate_limit: Option<LimitSpec>,
 }
 
 /// Read and validate the file at `path`.
@@ -96,8 +98,20 @@ pub fn summary(services: &[Service]) -> Vec<String> {
             } else {
                 String::new()
             };
+            let limit = s.rate_limit.as_ref().map_or(String::new(), |l| {
+                format!(
+                    "; limit {}/s burst {} by {}",
+                    l.requests_per_second,
+                    l.burst,
+                    match &l.key {
+                        KeyKind::Ip => "ip".to_owned(),
+                        KeyKind::User => "user".to_owned(),
+                        KeyKind::Header(h) => format!("header {h}"),
+                    }
+                )
+            });
             format!(
-                "{:<20} {:<14} -> {}:{} ({rewrite}; connect {:?}, read {:?}{auth}{public})",
+                "{:<20} {:<14} -> {}:{} ({rewrite}; connect {:?}, read {:?}{auth}{public}{limit})",
                 s.name, s.prefix, s.host, s.port, s.connect_timeout, s.read_timeout
             )
         })

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::file::{AuthEntry, ServiceEntry};
+use super::file::{AuthEntry, RateLimitEntry, ServiceEntry};
 use super::{ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, Service};
 use crate::edge::auth::{Mode, RouteAuth};
 use crate::edge::cors::PolicySpec;
+use crate::edge::rate_limit::LimitSpec;
 
 /// Longest timeout accepted, so that a typo (an extra zero or three) is caught rather than
 /// turning into connections that hang for days.
@@ -181,9 +182,16 @@ fn entry(
         ),
     };
 
+    let rate_limit = raw
+        .rate_limit
+        .map(rate_limit)
+        .transpose()
+        .map_err(|(field, m)| fail(field, m))?;
+
     Ok(Service {
         auth,
         cors,
+        rate_limit,
         name,
         host: raw.host,
         port,
@@ -193,6 +201,31 @@ fn entry(
         api_version: raw.api_version,
         connect_timeout,
         read_timeout,
+    })
+}
+
+/// Most requests per second a route may be given (beyond, a limit is no limit).
+const MAX_RATE: f64 = 1_000_000.0;
+
+fn rate_limit(r: RateLimitEntry) -> Result<LimitSpec, (&'static str, String)> {
+    let rps = r.requests_per_second;
+    if !(rps.is_finite() && rps > 0.0 && rps <= MAX_RATE) {
+        return Err((
+            "rate_limit.requests_per_second",
+            format!("{rps} is not a rate: more than 0, at most {MAX_RATE}"),
+        ));
+    }
+    let burst = match r.burst {
+        None => rps.ceil() as u32,
+        Some(0) => return Err(("rate_limit.burst", "must be at least 1".into())),
+        Some(b) => b,
+    };
+    let key = LimitSpec::parse_key(r.key.as_deref().unwrap_or("ip"))
+        .map_err(|m| ("rate_limit.key", m))?;
+    Ok(LimitSpec {
+        requests_per_second: rps,
+        burst,
+        key,
     })
 }
 

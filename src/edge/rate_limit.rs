@@ -1,1 +1,467 @@
+//! Per-route rate limits: a token bucket (GCRA) per client key, `burst` requests at once,
+//! then `requests_per_second`.
+//!
+//! Local by default (`governor`'s keyed GCRA limiter, one per route). With
+//! `RATE_LIMIT_REDIS_URL`, the buckets live in Redis, so several gateway replicas enforce
+//! one limit: the same GCRA in one Lua script, one round trip per request, on the Redis
+//! server's clock (replicas need not agree on the time). When Redis does not answer within
+//! [`REDIS_DEADLINE`], the request is decided by the local limiter instead, Redis is left
+//! alone for [`REDIS_RETRY_AFTER`], and the fallback is logged at most once a minute: the
+//! gateway keeps serving.
+//!
+//! The key is the client address (`ip`; the first untrusted address of `X-Forwarded-For`
+//! when the peer is one of `TRUSTED_PROXIES`), the verified token's subject (`user`), or a
+//! header's value (`header:NAME`); the last two fall back to the address when absent.
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::{DefaultKeyedRateLimiter, Quota};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+
+/// A Redis call that takes longer is abandoned for the local limiter.
+pub const REDIS_DEADLINE: Duration = Duration::from_millis(100);
+/// After a failed Redis call, Redis is tried again after this long.
+pub const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Buckets untouched this long are full again and are dropped from memory.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+
+/// What a request is counted by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    Ip,
+    User,
+    Header(HeaderName),
+}
+
+/// A route's limit as validated from services.json.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitSpec {
+    pub requests_per_second: f64,
+    pub burst: u32,
+    pub key: KeyKind,
+}
+
+impl LimitSpec {
+    /// Parse `"key"`: `ip`, `user` or `header:NAME`.
+    pub fn parse_key(key: &str) -> Result<KeyKind, String> {
+        match key {
+            "ip" => Ok(KeyKind::Ip),
+            "user" => Ok(KeyKind::User),
+            other => match other.strip_prefix("header:") {
+                Some(name) => HeaderName::from_bytes(name.trim().as_bytes())
+                    .map(KeyKind::Header)
+                    .map_err(|_| format!("'{name}' is not a header name")),
+                None => Err(format!(
+                    "'{other}' is not a key: use \"ip\", \"user\" or \"header:NAME\""
+                )),
+            },
+        }
+    }
+
+    /// The time between two requests at the sustained rate.
+    fn interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.requests_per_second)
+    }
+}
+
+/// The decision for one request, and what its `RateLimit-*` headers say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub allowed: bool,
+    /// The bucket's size (`burst`).
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the bucket is full again.
+    pub reset: u64,
+    /// Seconds until a refused request would be allowed.
+    pub retry_after: u64,
+}
+
+impl Outcome {
+    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`, and `Retry-After` when
+    /// refused.
+    pub fn headers(&self) -> Vec<(&'static str, HeaderValue)> {
+        let mut h = vec![
+            ("ratelimit-limit", HeaderValue::from(self.limit)),
+            ("ratelimit-remaining", HeaderValue::from(self.remaining)),
+            ("ratelimit-reset", HeaderValue::from(self.reset)),
+        ];
+        if !self.allowed {
+            h.push(("retry-after", HeaderValue::from(self.retry_after.max(1))));
+        }
+        h
+    }
+}
+
+type Local = DefaultKeyedRateLimiter<String, StateInformationMiddleware>;
+
+/// One route's limiter.
+pub struct RouteLimit {
+    pub spec: LimitSpec,
+    /// The route's name, part of the Redis key.
+    route: String,
+    local: Local,
+}
+
+impl RouteLimit {
+    pub fn new(route: &str, spec: LimitSpec) -> Self {
+        let burst = NonZeroU32::new(spec.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(spec.interval())
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        let local: Local =
+            governor::RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>();
+        RouteLimit {
+            spec,
+            route: route.to_owned(),
+            local,
+        }
+    }
+
+    /// The local decision for `key`.
+    pub fn check_local(&self, key: &str) -> Outcome {
+        let key = key.to_owned();
+        let interval = self.spec.interval();
+        let limit = self.spec.burst;
+        match self.local.check_key(&key) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                Outcome {
+                    allowed: true,
+                    limit,
+                    remaining,
+                    reset: ceil_secs(interval * (limit - remaining.min(limit))),
+                    retry_after: 0,
+                }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Outcome {
+                    allowed: false,
+                    limit,
+                    remaining: 0,
+                    reset: ceil_secs(interval * limit),
+                    retry_after: ceil_secs(wait),
+                }
+            }
+        }
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000) as u64
+}
+
+/// GCRA on the Redis server's clock. KEYS[1]: the bucket; ARGV[1]: milliseconds between
+/// requests at the sustained rate; ARGV[2]: burst. Returns {allowed, remaining,
+/// retry_after_ms, reset_ms}. The key expires once the bucket is full again.
+const GCRA_SCRIPT: &str = r"
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local tolerance = interval * burst
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance
+if now < allow_at then
+  return {0, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
+end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
+return {1, math.floor((tolerance - (new_tat - now)) / interval), 0, math.ceil(new_tat - now)}
+";
+
+/// The shared limiter: one Redis connection (multiplexed), reconnected on failure.
+pub struct Redis {
+    client: redis::Client,
+    conn: ArcSwapOption<redis::aio::MultiplexedConnection>,
+    script: redis::Script,
+    started: Instant,
+    /// Milliseconds since `started` before which Redis is not tried (after a failure).
+    skip_until_ms: AtomicU64,
+    /// Milliseconds since `started` of the last fallback log line (+1; 0 = never).
+    logged_at_ms: AtomicU64,
+}
+
+impl Redis {
+    /// `url`: `redis://host:port/db`, as `RATE_LIMIT_REDIS_URL` gives it.
+    pub fn new(url: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        Ok(Redis {
+            client,
+            conn: ArcSwapOption::empty(),
+            script: redis::Script::new(GCRA_SCRIPT),
+            started: Instant::now(),
+            skip_until_ms: AtomicU64::new(0),
+            logged_at_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The shared decision, or `None` when Redis is not available now.
+    async fn check(&self, limit: &RouteLimit, key: &str) -> Option<Outcome> {
+        if self.now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
+            return None;
+        }
+        let answer = tokio::time::timeout(REDIS_DEADLINE, self.call(limit, key)).await;
+        match answer {
+            Ok(Ok(outcome)) => Some(outcome),
+            Ok(Err(e)) => {
+                self.failed(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed(&format!("no answer within {REDIS_DEADLINE:?}"));
+                None
+            }
+        }
+    }
+
+    async fn call(&self, limit: &RouteLimit, key: &str) -> redis::RedisResult<Outcome> {
+        let mut conn = match self.conn.load_full() {
+            Some(conn) => (*conn).clone(),
+            None => {
+                let conn = self.client.get_multiplexed_async_connection().await?;
+                self.conn.store(Some(Arc::new(conn.clone())));
+                conn
+            }
+        };
+        let interval_ms = limit.spec.interval().as_secs_f64() * 1000.0;
+        let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = self
+            .script
+            .key(format!("beat-gateway:rl:{}:{key}", limit.route))
+            .arg(interval_ms)
+            .arg(limit.spec.burst)
+            .invoke_async(&mut conn)
+            .await?;
+        let secs = |ms: i64| u64::try_from(ms).unwrap_or(0).div_ceil(1000);
+        Ok(Outcome {
+            allowed: allowed == 1,
+            limit: limit.spec.burst,
+            remaining: u32::try_from(remaining).unwrap_or(0),
+            reset: secs(reset_ms),
+            retry_after: secs(retry_ms),
+        })
+    }
+
+    fn failed(&self, why: &str) {
+        self.conn.store(None);
+        let now = self.now_ms();
+        self.skip_until_ms.store(
+            now + REDIS_RETRY_AFTER.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        let last = self.logged_at_ms.load(Ordering::Relaxed);
+        if (last == 0 || now + 1 >= last + 60_000)
+            && self
+                .logged_at_ms
+                .compare_exchange(last, now + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!(
+                "rate limits: Redis unavailable ({why}); using local limits (said at most once a minute)"
+            );
+        }
+    }
+}
+
+/// Every route's limiter (by route index), and Redis when shared.
+pub struct RateLimits {
+    routes: Vec<Option<RouteLimit>>,
+    redis: Option<Redis>,
+    trusted_proxies: Vec<IpNet>,
+}
+
+impl RateLimits {
+    pub fn new(
+        routes: Vec<Option<RouteLimit>>,
+        redis: Option<Redis>,
+        trusted_proxies: Vec<IpNet>,
+    ) -> Self {
+        RateLimits {
+            routes,
+            redis,
+            trusted_proxies,
+        }
+    }
+
+    /// Whether any route is limited.
+    pub fn any(&self) -> bool {
+        self.routes.iter().any(Option::is_some)
+    }
+
+    /// Whether route `route` is limited.
+    pub fn limits(&self, route: usize) -> bool {
+        self.routes.get(route).is_some_and(Option::is_some)
+    }
+
+    /// The decision for a request on route `route` (None: the route is not limited).
+    pub async fn check(
+        &self,
+        route: usize,
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+        user: Option<&str>,
+    ) -> Option<Outcome> {
+        let limit = self.routes.get(route)?.as_ref()?;
+        let ip = || {
+            client_ip(peer, headers, &self.trusted_proxies)
+                .map_or_else(|| "-".to_owned(), |ip| ip.to_string())
+        };
+        let key = match &limit.spec.key {
+            KeyKind::Ip => format!("ip:{}", ip()),
+            KeyKind::User => match user {
+                Some(sub) => format!("user:{sub}"),
+                None => format!("ip:{}", ip()),
+            },
+            KeyKind::Header(name) => match headers.get(name).map(HeaderValue::as_bytes) {
+                Some(v) if !v.is_empty() => format!("h:{}", String::from_utf8_lossy(v)),
+                _ => format!("ip:{}", ip()),
+            },
+        };
+        if let Some(redis) = &self.redis
+            && let Some(outcome) = redis.check(limit, &key).await
+        {
+            return Some(outcome);
+        }
+        Some(limit.check_local(&key))
+    }
+
+    /// Drop buckets that are full again (they hold nothing a new one would not).
+    fn housekeeping(&self) {
+        for limit in self.routes.iter().flatten() {
+            limit.local.retain_recent();
+            limit.local.shrink_to_fit();
+        }
+    }
+}
+
+/// The client's address for the `ip` key: the peer, or, when the peer is a trusted proxy,
+/// the last address of `X-Forwarded-For` that is not one (a client can prepend anything to
+/// that chain; only what trusted proxies appended counts).
+pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = peer.map(|p| p.to_canonical())?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+    let mut last = peer;
+    for ip in chain.into_iter().rev() {
+        if !is_trusted(&ip) {
+            return Some(ip);
+        }
+        last = ip;
+    }
+    Some(last)
+}
+
+/// Drops full buckets from memory every minute: a Pingora background service.
+pub struct Housekeeping(pub Arc<RateLimits>);
+
+#[async_trait]
+impl BackgroundService for Housekeeping {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(HOUSEKEEPING_EVERY) => self.0.housekeeping(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(rps: f64, burst: u32) -> LimitSpec {
+        LimitSpec {
+            requests_per_second: rps,
+            burst,
+            key: KeyKind::Ip,
+        }
+    }
+
+    #[test]
+    fn burst_then_refusal_with_retry_after() {
+        let limit = RouteLimit::new("r", spec(1.0, 3));
+        let remaining: Vec<u32> = (0..3).map(|_| limit.check_local("k").remaining).collect();
+        assert_eq!(remaining, [2, 1, 0]);
+        let refused = limit.check_local("k");
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, 1);
+        assert_eq!(refused.limit, 3);
+        assert!(
+            limit.check_local("other").allowed,
+            "keys have their own buckets"
+        );
+        let h = refused.headers();
+        assert_eq!(
+            h.last().map(|(n, v)| (*n, v.clone())),
+            Some(("retry-after", HeaderValue::from(1u64)))
+        );
+    }
+
+    #[test]
+    fn keys_parse() {
+        assert_eq!(LimitSpec::parse_key("ip"), Ok(KeyKind::Ip));
+        assert_eq!(LimitSpec::parse_key("user"), Ok(KeyKind::User));
+        assert_eq!(
+            LimitSpec::parse_key("header:X-Api-Key"),
+            Ok(KeyKind::Header(HeaderName::from_static("x-api-key")))
+        );
+        assert!(LimitSpec::parse_key("header:bad name").is_err());
+        assert!(LimitSpec::parse_key("cookie").is_err());
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.2"),
+        );
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer = Some("10.0.0.1".parse().unwrap());
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            Some("1.2.3.4".parse().unwrap())
+        );
+        let stranger = Some("9.9.9.9".parse().unwrap());
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+        assert_eq!(
+            client_ip(peer, &h, &[]),
+            peer,
+            "no trusted proxies: the peer"
+        );
+        let mut garbage = HeaderMap::new();
+        garbage.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, nonsense"),
+        );
+        assert_eq!(client_ip(peer, &garbage, &trusted), peer);
+    }
+}

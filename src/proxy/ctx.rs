@@ -9,6 +9,7 @@ use http::HeaderValue;
 
 use super::request_id::RequestId;
 use crate::edge::auth::Identity;
+use crate::edge::rate_limit::Outcome;
 
 /// The per-request context (Pingora's `ProxyHttp::CTX`).
 #[derive(Debug)]
@@ -42,6 +43,8 @@ pub struct RequestCtx {
     /// The CORS headers for this request's response (empty for a disallowed origin or a
     /// request without `Origin`: `Vary: Origin` only); `None` when no policy applies.
     pub cors: Option<Vec<(&'static str, HeaderValue)>>,
+    /// The route's rate-limit decision, for the `RateLimit-*` headers of the response.
+    pub rate_limit: Option<Outcome>,
 }
 
 impl Default for RequestCtx {
@@ -60,6 +63,7 @@ impl Default for RequestCtx {
             identity_headers: false,
             identity: None,
             cors: None,
+            rate_limit: None,
         }
     }
 }

@@ -45,6 +45,7 @@ use errors::Reply;
 
 use crate::edge::auth::{self, Mode, Verifier};
 use crate::edge::cors::{self, Decision, Policy};
+use crate::edge::rate_limit::RateLimits;
 use crate::router::RouteTable;
 use crate::upstream::Upstream;
 
@@ -58,6 +59,8 @@ pub struct Gateway {
     verifier: Option<Arc<Verifier>>,
     /// The CORS policy of routes without their own, and of requests no route matched.
     global_cors: Option<Arc<Policy>>,
+    /// Every route's rate limit.
+    limits: Arc<RateLimits>,
 }
 
 impl Gateway {
@@ -66,6 +69,7 @@ impl Gateway {
         keepalive: Duration,
         verifier: Option<Arc<Verifier>>,
         global_cors: Option<Policy>,
+        limits: Arc<RateLimits>,
     ) -> Self {
         let upstreams = routes.routes().iter().map(Upstream::new).collect();
         Gateway {
@@ -74,6 +78,7 @@ impl Gateway {
             keepalive_seconds: keepalive.as_secs().max(1),
             verifier,
             global_cors: global_cors.map(Arc::new),
+            limits,
         }
     }
 }
@@ -147,6 +152,25 @@ impl ProxyHttp for Gateway {
             && let Err(why) = self.authenticate(mode, token, ctx).await
         {
             return unauthorized(session, ctx, why).await;
+        }
+        if let Some(route) = ctx.route.filter(|&r| self.limits.limits(r)) {
+            let peer = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            let user = ctx.identity.as_ref().map(|i| i.user_id.as_str());
+            let outcome = self
+                .limits
+                .check(route, peer, &session.req_header().headers, user)
+                .await;
+            ctx.rate_limit = outcome;
+            if outcome.is_some_and(|o| !o.allowed) {
+                let reply = Reply {
+                    status: 429,
+                    message: "too many requests",
+                };
+                return refuse(session, ctx, reply, None).await;
+            }
         }
         if routed.expect_continue && !session.is_body_empty() {
             session.write_continue_response().await?;
@@ -236,9 +260,7 @@ impl ProxyHttp for Gateway {
             response.remove_header(&http::header::TRANSFER_ENCODING);
             session.set_keepalive(None);
         }
-        if let Some(cors_headers) = &ctx.cors {
-            cors::apply(response, cors_headers)?;
-        }
+        decorate(response, ctx)?;
         headers::set_client_headers(response, &ctx.request_id)
     }
 
@@ -267,9 +289,7 @@ impl ProxyHttp for Gateway {
         if reply.status > 0 {
             // `write_error_response` also ends the client connection after it.
             if let Ok((mut resp, body)) = errors::response(reply, &ctx.request_id, true) {
-                if let Some(cors_headers) = &ctx.cors {
-                    let _ = cors::apply(&mut resp, cors_headers);
-                }
+                let _ = decorate(&mut resp, ctx);
                 let _ = session.write_error_response(resp, body).await;
             }
         }
@@ -424,12 +444,24 @@ async fn refuse(
     if let Some((name, value)) = header {
         resp.insert_header(name, value)?;
     }
-    if let Some(cors_headers) = &ctx.cors {
-        cors::apply(&mut resp, cors_headers)?;
-    }
+    decorate(&mut resp, ctx)?;
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
+}
+
+/// What the edge filters add to every response of a request, the gateway's own included:
+/// its CORS headers and its route's `RateLimit-*` headers.
+fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    if let Some(cors_headers) = &ctx.cors {
+        cors::apply(resp, cors_headers)?;
+    }
+    if let Some(outcome) = &ctx.rate_limit {
+        for (name, value) in outcome.headers() {
+            resp.insert_header(name, value)?;
+        }
+    }
+    Ok(())
 }
 
 /// The answer to a CORS preflight from an allowed origin: 204 with the policy's headers.

@@ -18,6 +18,7 @@ pub use path::{PathError, check_path};
 use crate::config::Service;
 use crate::edge::auth::RouteAuth;
 use crate::edge::cors::Policy;
+use crate::edge::rate_limit::LimitSpec;
 
 /// One route, with everything a request needs precomputed at load time.
 #[derive(Debug)]
@@ -37,6 +38,7 @@ pub struct Route {
     pub auth: RouteAuth,
     /// The route's own CORS policy, if it has one.
     pub cors: Option<Arc<Policy>>,
+    pub rate_limit: Option<LimitSpec>,
 }
 
 #[derive(Debug)]
@@ -69,6 +71,7 @@ impl RouteTable {
                 read_timeout: s.read_timeout,
                 auth: s.auth,
                 cors: s.cors.map(Arc::new),
+                rate_limit: s.rate_limit,
             })
             .collect();
         let by_prefix = routes.iter().map(|r| (r.prefix.clone(), r.index)).collect();
