@@ -48,6 +48,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    let mut settings = settings;
+    let mut demo_token = None;
     let services = if cli.demo {
         if cli.pingora.daemon {
             return fail(
@@ -55,7 +57,13 @@ fn main() -> ExitCode {
             );
         }
         match demo::start(services) {
-            Ok(s) => s,
+            Ok(d) => {
+                // The demo's /secure route verifies tokens of the demo's own key.
+                settings.jwt = Some(d.jwt);
+                settings.jwt_missing.clear();
+                demo_token = Some(d.token);
+                d.services
+            }
             Err(e) => return fail(format!("demo: cannot start the echo services: {e}")),
         }
     } else {
@@ -75,6 +83,17 @@ fn main() -> ExitCode {
         log::info!(
             "demo: try `curl -i http://127.0.0.1:{}/auth/health`",
             settings.port
+        );
+    }
+    if let Some(token) = demo_token {
+        log::info!(
+            "demo: {} requires a token; this one is valid for a day: {token}",
+            demo::SECURE_PREFIX
+        );
+        log::info!(
+            "demo: try `curl -i -H 'Authorization: Bearer {token}' http://127.0.0.1:{}{}/me`",
+            settings.port,
+            demo::SECURE_PREFIX
         );
     }
     server.run_forever()

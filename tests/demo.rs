@@ -31,3 +31,32 @@ async fn demo_mode_serves_the_shipped_routes() {
     ws.send(Message::text("again")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("again"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_mode_shows_edge_auth_with_a_ready_token() {
+    let gw = Gateway::spawn(&["--demo"], &[]);
+    let log = gw.wait_for_log("this one is valid for a day: ");
+    let token = log
+        .lines()
+        .find_map(|l| l.split("this one is valid for a day: ").nth(1))
+        .map(|t| t.trim().trim_end_matches('"').to_owned())
+        .expect("token in the log");
+    gw.wait_for_log("jwks: 1 key(s) loaded");
+    assert!(log.contains("curl -i -H 'Authorization: Bearer "), "{log}");
+
+    let resp = client().get(gw.url("/secure/me")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = client()
+        .get(gw.url("/secure/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = json(resp).await;
+    assert_eq!(body["headers"]["x-user-id"], "demo-user");
+    assert_eq!(body["headers"]["x-user-role"], "client");
+    // The shipped routes stay open.
+    let resp = client().get(gw.url("/core/items")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
