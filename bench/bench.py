@@ -238,22 +238,74 @@ backend be_echo
     return Proc("haproxy", ["haproxy", "-f", str(path), "-db"], port, stderr=open(work / "haproxy.err", "w"))
 
 
-def gateway_cmd(work, port, up, echo, log):
-    """The gateway's command line and environment (the services file is written here)."""
+def jwt_fixture(work):
+    """An RSA key made with the openssl command line (as the auth service's), its JWKS served
+    on a free loopback port, and an RS256 access token signed with it (openssl signs the
+    JWT's signing input). Returns (JWKS URL, token, server)."""
+    import base64
+    import hashlib
+    import http.server
+    import threading
+
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    def openssl(*args, data=None):
+        return subprocess.run(["openssl", *args], input=data, capture_output=True, check=True).stdout
+
+    key = work / "jwt-key.pem"
+    openssl("genrsa", "-out", str(key), "2048")
+    kid = hashlib.sha256(openssl("rsa", "-in", str(key), "-pubout", "-outform", "DER")).hexdigest()
+    modulus = openssl("rsa", "-in", str(key), "-noout", "-modulus").decode().strip().split("=", 1)[1]
+    jwks = json.dumps({"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid,
+                                 "n": b64(bytes.fromhex(modulus)), "e": "AQAB"}]}).encode()
+    now = int(time.time())
+    header = {"alg": "RS256", "typ": "access", "kid": kid}
+    claims = {"iss": "bench-issuer", "aud": ["bench-audience"], "sub": "bench-user", "iat": now,
+              "exp": now + 86400, "jti": "bench", "email": "bench@example.org", "role": "client",
+              "profile_id": "p-1", "profile_ids": ["p-1"], "scope": ["orders:read", "orders:write"]}
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    signature = openssl("dgst", "-sha256", "-sign", str(key), data=signing_input.encode())
+    token = f"{signing_input}.{b64(signature)}"
+
+    class Jwks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(jwks)))
+            self.end_headers()
+            self.wfile.write(jwks)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json", token, server
+
+
+def gateway_cmd(work, port, up, echo, log, jwks_url=None):
+    """The gateway's command line and environment (the services file is written here).
+    With `jwks_url`, `/core` requires a token verified against it."""
+    core = {"name": "core-service", "host": "127.0.0.1", "port": up, "prefix": "/core", "strip_prefix": True}
+    if jwks_url:
+        core["auth"] = {"mode": "required"}
     services = {"services": [
-        {"name": "core-service", "host": "127.0.0.1", "port": up, "prefix": "/core", "strip_prefix": True},
+        core,
         {"name": "upload", "host": "127.0.0.1", "port": echo, "prefix": "/up", "strip_prefix": True},
         {"name": "websocket", "host": "127.0.0.1", "port": echo, "prefix": "/socket"},
     ]}
-    path = work / "services.json"
+    path = work / ("services-jwt.json" if jwks_url else "services.json")
     path.write_text(json.dumps(services))
     env = {"PROXY_HOST": "127.0.0.1", "PROXY_PORT": str(port), "PROXY_THREADS": "1",
            "RUST_LOG": "info" if log else "warn", "PROXY_GRACE_SECONDS": "0"}
+    if jwks_url:
+        env.update({"JWKS_URL": jwks_url, "JWT_ISSUER": "bench-issuer", "JWT_AUDIENCE": "bench-audience"})
     return [str(TARGET / "beat-gateway"), "--services", str(path)], env
 
 
-def gateway(work, name, port, up, echo, log):
-    cmd, env = gateway_cmd(work, port, up, echo, log)
+def gateway(work, name, port, up, echo, log, jwks_url=None):
+    cmd, env = gateway_cmd(work, port, up, echo, log, jwks_url)
     stderr = open(work / f"{name}.log", "w")
     return Proc(name, cmd, port, env, stderr)
 
@@ -279,6 +331,17 @@ def instructions_per_request(work, name, cmd, env, port, url, seconds):
     return total / max(res["requests"], 1), res["requests"]
 
 
+def wait_for_200(url, header, timeout=15.0):
+    """Until the gateway has loaded its keys and accepts the token."""
+    deadline = time.time() + timeout
+    while True:
+        out = subprocess.run(["curl", "-si", "-H", header, url], capture_output=True, text=True).stdout
+        if out.startswith("HTTP/1.1 200"):
+            return
+        assert time.time() < deadline, f"{url}: {out[:300]}"
+        time.sleep(0.2)
+
+
 def bare(port, up):
     return Proc("pingora-bare", [str(TARGET / "examples" / "bare_proxy"), str(port), str(up)], port)
 
@@ -300,8 +363,10 @@ def parse_wrk(text):
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
-def run_wrk(url, conns, seconds, threads):
-    out = subprocess.run(pinned(LOAD_CPU, ["wrk"]) + [f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", url],
+def run_wrk(url, conns, seconds, threads, header=None):
+    extra = ["-H", header] if header else []
+    out = subprocess.run(pinned(LOAD_CPU, ["wrk"]) + [f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency",
+                                                      *extra, url],
                          capture_output=True, text=True, check=True).stdout
     return parse_wrk(out)
 
@@ -400,7 +465,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="beat-bench-"))
     work.chmod(0o755)  # nginx workers run unprivileged when started as root
     ports = {n: free_port() for n in ["up", "echo", "nginx", "nginx-log", "haproxy", "gateway", "gateway-nolog",
-                                           "pingora-bare"]}
+                                           "pingora-bare", "gateway-jwt"]}
     procs = {}
     try:
         procs["up"] = upstream_nginx(work, ports["up"])
@@ -412,13 +477,19 @@ def main():
         procs["gateway"] = gateway(work, "gateway", ports["gateway"], ports["up"], ports["echo"], True)
         procs["gateway-nolog"] = gateway(work, "gateway-nolog", ports["gateway-nolog"], ports["up"], ports["echo"], False)
         procs["pingora-bare"] = bare(ports["pingora-bare"], ports["up"])
+        jwks_url, token, jwks_server = jwt_fixture(work)
+        procs["gateway-jwt"] = gateway(work, "gateway-jwt", ports["gateway-jwt"], ports["up"], ports["echo"], False,
+                                       jwks_url)
+        # Only the HTTP rounds: the same as gateway-nolog, with a valid token per request.
+        header = {"gateway-jwt": f"Authorization: Bearer {token}"}
 
         proxies = ["nginx", "nginx-log", "haproxy", "gateway", "gateway-nolog", "pingora-bare"]
         if args.targets:
             keep = set(args.targets.split(",")) | {"nginx"}
             proxies = [p for p in proxies if p in keep]
-        targets = ["direct"] + proxies
-        url = {t: f"http://127.0.0.1:{ports[t]}/core/api/items" for t in proxies}
+        http_extra = [t for t in ["gateway-jwt"] if not args.targets or t in args.targets.split(",")]
+        targets = ["direct"] + proxies + http_extra
+        url = {t: f"http://127.0.0.1:{ports[t]}/core/api/items" for t in proxies + http_extra}
         url["direct"] = f"http://127.0.0.1:{ports['up']}/api/items"
 
         # Sanity: every proxy does the job (strips, answers 200 with the security headers).
@@ -426,17 +497,20 @@ def main():
             out = subprocess.run(["curl", "-si", url[t]], capture_output=True, text=True).stdout
             assert out.startswith("HTTP/1.1 200"), f"{t}: {out[:200]}"
             assert "x-frame-options: deny" in out.lower(), f"{t} lacks the security header"
+        for t in http_extra:
+            wait_for_200(url[t], header[t])
 
         http = {c: {t: [] for t in targets} for c in conns_list}
         for c in conns_list:
             for t in targets:  # warm-up
-                run_wrk(url[t], c, 1, 1)
+                run_wrk(url[t], c, 1, 1, header.get(t))
             for r in range(args.rounds):
                 order = targets[r % len(targets):] + targets[:r % len(targets)]
                 for t in order:
                     pids = procs["up" if t == "direct" else t].pids
                     before = cpu_seconds(pids)
-                    res = run_wrk(url[t], c, args.seconds, 1)
+                    res = run_wrk(url[t], c, args.seconds, 1, header.get(t))
+                    assert res["non2xx"] == 0, f"{t}: {res['non2xx']} non-2xx responses"
                     res["cpu_per_100k"] = (cpu_seconds(pids) - before) / max(res["requests"], 1) * 1e5
                     http[c][t].append(res)
                     print(f"  c={c:<4} {t:<14} {res['rps']:>9.0f} req/s  p99 {res['p99_ms']:.2f} ms", flush=True)
@@ -555,6 +629,18 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
         lines.append(f"| {c} | {cell('gateway-nolog', 'rps')} | {cell('gateway-nolog', 'cpu_per_100k')} | "
                      f"{cell('gateway', 'rps')} | {cell('gateway', 'cpu_per_100k')} | "
                      f"{cell('gateway', 'rps', 'gateway-nolog')} |")
+    if "gateway-jwt" in targets and "gateway-nolog" in targets:
+        lines += ["", "## Edge auth: the cost of verifying a token", "",
+                  "`gateway-jwt` is `gateway-nolog` with `\"auth\": {\"mode\": \"required\"}` on the route and a "
+                  "valid RS256 access token (2048-bit key, ~0.8 KiB header) on every request; the ratios are "
+                  "paired round by round with `gateway-nolog`, which gets no token.", "",
+                  "| conns | req/s vs gateway-nolog | CPU/req vs gateway-nolog | CPU per request added (us) |",
+                  "|---|---|---|---|"]
+        for c in conns_list:
+            v, lo, hi = paired(c, "gateway-jwt", "rps", "gateway-nolog")
+            cv, clo, chi = paired(c, "gateway-jwt", "cpu_per_100k", "gateway-nolog")
+            added = (med(c, "gateway-jwt", "cpu_per_100k") - med(c, "gateway-nolog", "cpu_per_100k")) * 10
+            lines.append(f"| {c} | {v:.2f}x ({lo:.2f}-{hi:.2f}) | {cv:.2f}x ({clo:.2f}-{chi:.2f}) | {added:.1f} |")
     if insns:
         g, n, b = insns["gateway"][0], insns["gateway-nolog"][0], insns["pingora-bare"][0]
         lines += ["", "User-space instructions per request under callgrind (wrk, 16 connections, "

@@ -12,14 +12,17 @@
 //!    is minted.
 //! 3. `request_filter`: the gateway's checks (smuggling shapes, `Host`, dot-segments,
 //!    limits, methods, `Expect`), then the route by segment-boundary longest prefix
-//!    ([`router`]); a refusal or a 404 is answered here as JSON. `100 Continue` is sent by
-//!    the gateway.
+//!    ([`router`]); then the edge filters ([`edge`]): a CORS preflight is answered, the
+//!    route's token verified, its rate limit applied. A refusal, a 401, a 404 or a 429 is
+//!    answered here as JSON. `100 Continue` is sent by the gateway.
 //! 4. `upstream_peer`: the route's `HttpPeer` at the address from a cached, refreshed,
 //!    non-blocking name lookup ([`upstream`]).
 //! 5. `upstream_request_filter`: the rewritten target (query byte for byte), hop-by-hop
-//!    headers out, `X-Request-ID` and `X-Forwarded-*` in.
+//!    and client-sent identity headers out, `X-Request-ID`, the verified identity and
+//!    `X-Forwarded-*` in.
 //! 6. `upstream_response_filter` / `response_filter`: hop-by-hop headers out, the request
-//!    id and security headers in; HTTP/1.0 clients get a body they can read.
+//!    id, security, CORS and `RateLimit-*` headers in; HTTP/1.0 clients get a body they
+//!    can read.
 //! 7. `fail_to_connect` / `fail_to_proxy`: failures become JSON 502 (unavailable), 504
 //!    (timeout) or 4xx (the client's fault).
 //! 8. `logging`: one access line per request.

@@ -438,3 +438,29 @@ fn auth_on_without_jwt_settings_refuses_to_start() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remembered_token_still_expires_on_time() {
+    let key = RsaKey::generate();
+    let jwks = Jwks::serve(&[&key]).await;
+    let up = upstream::http("core").await;
+    let gw = start(up.addr, &jwks, &[("JWT_LEEWAY_SECONDS", "0")]);
+    let token = key.sign(&jwt::claims("user-7", 2), Some("access"));
+    let auth = format!("Bearer {token}");
+    for _ in 0..3 {
+        assert_eq!(
+            get(&gw, "/core/x", &[("authorization", &auth)])
+                .await
+                .status(),
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let resp = get(&gw, "/core/x", &[("authorization", &auth)]).await;
+    assert_401(
+        resp,
+        r#"Bearer error="invalid_token""#,
+        "expired while remembered",
+    )
+    .await;
+}

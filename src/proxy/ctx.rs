@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::HeaderValue;
@@ -39,7 +40,7 @@ pub struct RequestCtx {
     /// The client sent identity headers (removed before forwarding).
     pub identity_headers: bool,
     /// The verified token's identity, passed to the service.
-    pub identity: Option<Identity>,
+    pub identity: Option<Arc<Identity>>,
     /// The CORS headers for this request's response (empty for a disallowed origin or a
     /// request without `Origin`: `Vary: Origin` only); `None` when no policy applies.
     pub cors: Option<Vec<(&'static str, HeaderValue)>>,

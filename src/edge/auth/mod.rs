@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use jsonwebtoken::{Validation, decode, decode_header};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use pingora_memory_cache::MemoryCache;
 use serde::Deserialize;
 
 pub use jwks::{JwksUrl, KeySet};
@@ -126,9 +127,16 @@ pub fn check_settings(with_auth: &[&str], missing: &[&str]) -> Result<(), String
     ))
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
     #[serde(default)]
     role: Option<String>,
     #[serde(default)]
@@ -144,10 +152,25 @@ enum Scope {
     Text(String),
 }
 
+/// Verified tokens are remembered at most this long (and never past their expiry), so a
+/// client's token costs one signature check a minute, not one per request.
+pub const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How many verified tokens are remembered (TinyUFO keeps the busiest).
+const VERIFIED_CACHE_SIZE: usize = 8192;
+
+/// A verified token and what it grants, until `expires` (Unix seconds, leeway included).
+struct Verified {
+    /// The whole token: the cache is keyed by a 64-bit hash, so a hit is confirmed against it.
+    token: Box<str>,
+    identity: Arc<Identity>,
+    expires: u64,
+}
+
 /// Verifies tokens against the JWKS.
 pub struct Verifier {
     settings: JwtSettings,
     keys: KeySet,
+    verified: MemoryCache<String, Arc<Verified>>,
 }
 
 impl Verifier {
@@ -155,6 +178,7 @@ impl Verifier {
         Verifier {
             keys: KeySet::new(settings.jwks_url.clone()),
             settings,
+            verified: MemoryCache::new(VERIFIED_CACHE_SIZE),
         }
     }
 
@@ -166,8 +190,34 @@ impl Verifier {
         &self.settings
     }
 
-    /// The identity in `token`, or why it is refused (for the log, never the client).
-    pub async fn verify(&self, token: &str) -> Result<Identity, String> {
+    /// The identity in `token`, or why it is refused (for the log, never the client). A
+    /// token verified in the last [`VERIFIED_CACHE_TTL`] and not expired since is not
+    /// checked again.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, String> {
+        let now = unix_now();
+        if let (Some(hit), _) = self.verified.get(token)
+            && &*hit.token == token
+            && now < hit.expires
+        {
+            return Ok(hit.identity.clone());
+        }
+        let (identity, exp) = self.verify_signed(token).await?;
+        let identity = Arc::new(identity);
+        let expires = exp.saturating_add(self.settings.leeway_seconds);
+        let ttl = Duration::from_secs(expires.saturating_sub(now)).min(VERIFIED_CACHE_TTL);
+        if !ttl.is_zero() {
+            let entry = Verified {
+                token: token.into(),
+                identity: identity.clone(),
+                expires,
+            };
+            self.verified.put(token, Arc::new(entry), Some(ttl));
+        }
+        Ok(identity)
+    }
+
+    /// The full check: header, key, signature and claims; the identity and `exp`.
+    async fn verify_signed(&self, token: &str) -> Result<(Identity, u64), String> {
         let header = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
         check_typ(header.typ.as_deref())?;
         let kid = header
@@ -192,7 +242,8 @@ impl Verifier {
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let data = decode::<Claims>(token, &key.key, &validation).map_err(|e| e.to_string())?;
-        identity(data.claims)
+        let exp = data.claims.exp;
+        Ok((identity(data.claims)?, exp))
     }
 }
 
@@ -300,7 +351,7 @@ mod tests {
     #[test]
     fn claims_become_header_values() {
         let claims: Claims = serde_json::from_str(
-            r#"{"sub": "u1", "role": "client", "profile_id": 42, "scope": ["read", "write"]}"#,
+            r#"{"sub": "u1", "exp": 1, "role": "client", "profile_id": 42, "scope": ["read", "write"]}"#,
         )
         .unwrap();
         assert_eq!(
@@ -312,10 +363,11 @@ mod tests {
                 scopes: Some("read write".into()),
             }
         );
-        let bare: Claims = serde_json::from_str(r#"{"sub": "u2", "scope": []}"#).unwrap();
+        let bare: Claims = serde_json::from_str(r#"{"sub": "u2", "exp": 1, "scope": []}"#).unwrap();
         let id = identity(bare).unwrap();
         assert_eq!((id.role, id.profile_id, id.scopes), (None, None, None));
-        let injected: Claims = serde_json::from_str(r#"{"sub": "u\r\nX-Admin: 1"}"#).unwrap();
+        let injected: Claims =
+            serde_json::from_str(r#"{"sub": "u\r\nX-Admin: 1", "exp": 1}"#).unwrap();
         assert!(identity(injected).is_err());
     }
 }
