@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use support::jwt::{self, Jwks, RsaKey};
-use support::{Gateway, client, config, json, upstream};
+use support::{Gateway, client, config, env_refs, get, json, upstream};
 
 /// `/core` with `required` auth (`/health` and `/swagger` open), `/open` with `optional`,
 /// `/plain` with auth off; all to one echo upstream.
@@ -38,19 +38,11 @@ fn routes(up: std::net::SocketAddr) -> String {
 
 fn start(up: std::net::SocketAddr, jwks: &Jwks, extra: &[(&str, &str)]) -> Gateway {
     let env = jwks.env();
-    let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut vars = env_refs(&env);
     vars.extend_from_slice(extra);
     let gw = Gateway::start_with(&routes(up), &vars);
     gw.wait_for_log("jwks: 1 key(s) loaded");
     gw
-}
-
-async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = client().get(gw.url(path));
-    for (n, v) in headers {
-        req = req.header(*n, *v);
-    }
-    req.send().await.expect("request")
 }
 
 /// A 401 from the gateway: JSON with the request id, the challenge, security headers.
@@ -393,11 +385,8 @@ async fn cached_keys_outlive_the_jwks_and_a_late_jwks_is_picked_up() {
     // A gateway that starts while the JWKS is down still starts, and works once it is up.
     let gw2 = {
         let env = jwks.env();
-        let vars: Vec<(&str, &str)> = env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .chain([("JWKS_REFRESH_SECONDS", "1")])
-            .collect();
+        let mut vars = env_refs(&env);
+        vars.push(("JWKS_REFRESH_SECONDS", "1"));
         Gateway::start_with(&routes(up.addr), &vars)
     };
     gw2.wait_for_log("jwks: cannot load keys");

@@ -5,7 +5,7 @@ mod support;
 
 use reqwest::Method;
 use support::jwt::{Jwks, RsaKey};
-use support::{Gateway, client, config, free_port, upstream};
+use support::{Gateway, config, env_refs, free_port, send, upstream};
 
 const APP: &str = "https://app.example";
 const OTHER: &str = "https://other.example";
@@ -45,26 +45,12 @@ async fn setup() -> Setup {
         format!("{APP}, https://admin.example"),
     ));
     env.push(("CORS_CREDENTIALS".into(), "true".into()));
-    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let gw = Gateway::start_with(&routes, &vars);
+    let gw = Gateway::start_with(&routes, &env_refs(&env));
     Setup {
         gw,
         _up: up,
         _jwks: jwks,
     }
-}
-
-async fn send(
-    gw: &Gateway,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut req = client().request(method, gw.url(path));
-    for (n, v) in headers {
-        req = req.header(*n, *v);
-    }
-    req.send().await.expect("request")
 }
 
 fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::jwt::{Jwks, RsaKey};
-use support::{Gateway, client, config, free_port, json, upstream};
+use support::{Gateway, config, env_refs, free_port, get, json, status, upstream};
 
 /// One limited route (`/core`, `limit` is the rate_limit block) and one open (`/open`).
 fn routes(up: std::net::SocketAddr, limit: &str) -> String {
@@ -23,14 +23,6 @@ fn routes(up: std::net::SocketAddr, limit: &str) -> String {
         ),
         ("open-service", "/open", up, r#""strip_prefix": true"#),
     ])
-}
-
-async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = client().get(gw.url(path));
-    for (n, v) in headers {
-        req = req.header(*n, *v);
-    }
-    req.send().await.expect("request")
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
@@ -80,12 +72,12 @@ async fn the_bucket_refills_at_the_sustained_rate() {
         r#"{"requests_per_second": 2, "burst": 2}"#,
     ));
     for _ in 0..2 {
-        assert_eq!(get(&gw, "/core/x", &[]).await.status(), 200);
+        assert_eq!(status(&gw, "/core/x", &[]).await, 200);
     }
-    assert_eq!(get(&gw, "/core/x", &[]).await.status(), 429);
+    assert_eq!(status(&gw, "/core/x", &[]).await, 429);
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(get(&gw, "/core/x", &[]).await.status(), 200);
-    assert_eq!(get(&gw, "/core/x", &[]).await.status(), 429);
+    assert_eq!(status(&gw, "/core/x", &[]).await, 200);
+    assert_eq!(status(&gw, "/core/x", &[]).await, 429);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -97,21 +89,18 @@ async fn keyed_by_header_with_the_address_as_fallback() {
     ));
     for key in ["a", "b"] {
         for _ in 0..2 {
-            assert_eq!(
-                get(&gw, "/core/x", &[("x-api-key", key)]).await.status(),
-                200
-            );
+            assert_eq!(status(&gw, "/core/x", &[("x-api-key", key)]).await, 200);
         }
         assert_eq!(
-            get(&gw, "/core/x", &[("x-api-key", key)]).await.status(),
+            status(&gw, "/core/x", &[("x-api-key", key)]).await,
             429,
             "{key}"
         );
     }
     for _ in 0..2 {
-        assert_eq!(get(&gw, "/core/x", &[]).await.status(), 200);
+        assert_eq!(status(&gw, "/core/x", &[]).await, 200);
     }
-    assert_eq!(get(&gw, "/core/x", &[]).await.status(), 429);
+    assert_eq!(status(&gw, "/core/x", &[]).await, 429);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -127,28 +116,23 @@ async fn keyed_by_the_verified_user() {
            "rate_limit": {"requests_per_second": 0.1, "burst": 1, "key": "user"}"#,
     )]);
     let env = jwks.env();
-    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let gw = Gateway::start_with(&routes, &vars);
+    let gw = Gateway::start_with(&routes, &env_refs(&env));
     gw.wait_for_log("jwks: 1 key(s) loaded");
     for user in ["alice", "bob"] {
         let auth = format!("Bearer {}", key.access_token(user));
         assert_eq!(
-            get(&gw, "/core/x", &[("authorization", &auth)])
-                .await
-                .status(),
+            status(&gw, "/core/x", &[("authorization", &auth)]).await,
             200
         );
         assert_eq!(
-            get(&gw, "/core/x", &[("authorization", &auth)])
-                .await
-                .status(),
+            status(&gw, "/core/x", &[("authorization", &auth)]).await,
             429,
             "{user}"
         );
     }
     // Anonymous requests share the address's bucket.
-    assert_eq!(get(&gw, "/core/x", &[]).await.status(), 200);
-    assert_eq!(get(&gw, "/core/x", &[]).await.status(), 429);
+    assert_eq!(status(&gw, "/core/x", &[]).await, 200);
+    assert_eq!(status(&gw, "/core/x", &[]).await, 429);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,15 +142,11 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     // Untrusted: a client cannot escape its bucket by inventing addresses.
     let gw = Gateway::start(&routes(up.addr, limit));
     assert_eq!(
-        get(&gw, "/core/x", &[("x-forwarded-for", "1.1.1.1")])
-            .await
-            .status(),
+        status(&gw, "/core/x", &[("x-forwarded-for", "1.1.1.1")]).await,
         200
     );
     assert_eq!(
-        get(&gw, "/core/x", &[("x-forwarded-for", "2.2.2.2")])
-            .await
-            .status(),
+        status(&gw, "/core/x", &[("x-forwarded-for", "2.2.2.2")]).await,
         429
     );
     // Behind a trusted proxy (the test itself, on loopback), each client has its own.
@@ -175,27 +155,19 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         &[("TRUSTED_PROXIES", "127.0.0.0/8")],
     );
     assert_eq!(
-        get(&gw, "/core/x", &[("x-forwarded-for", "1.1.1.1")])
-            .await
-            .status(),
+        status(&gw, "/core/x", &[("x-forwarded-for", "1.1.1.1")]).await,
         200
     );
     assert_eq!(
-        get(&gw, "/core/x", &[("x-forwarded-for", "2.2.2.2")])
-            .await
-            .status(),
+        status(&gw, "/core/x", &[("x-forwarded-for", "2.2.2.2")]).await,
         200
     );
     assert_eq!(
-        get(&gw, "/core/x", &[("x-forwarded-for", "2.2.2.2")])
-            .await
-            .status(),
+        status(&gw, "/core/x", &[("x-forwarded-for", "2.2.2.2")]).await,
         429
     );
     assert_eq!(
-        get(&gw, "/core/x", &[("x-forwarded-for", "9.9.9.9, 1.1.1.1")])
-            .await
-            .status(),
+        status(&gw, "/core/x", &[("x-forwarded-for", "9.9.9.9, 1.1.1.1")]).await,
         429,
         "only the last untrusted address counts"
     );
@@ -264,7 +236,7 @@ async fn two_gateways_share_one_limit_through_redis_and_survive_its_death() {
         "one bucket across both gateways"
     );
     for gw in [&a, &b] {
-        assert_eq!(get(gw, "/core/x", &[]).await.status(), 429);
+        assert_eq!(status(gw, "/core/x", &[]).await, 429);
     }
 
     // Redis dies: both keep serving on local limits, no request fails.
@@ -272,7 +244,7 @@ async fn two_gateways_share_one_limit_through_redis_and_survive_its_death() {
     for gw in [&a, &b] {
         let mut statuses = Vec::new();
         for _ in 0..6 {
-            statuses.push(get(gw, "/core/x", &[]).await.status().as_u16());
+            statuses.push(status(gw, "/core/x", &[]).await);
         }
         assert!(
             statuses.iter().all(|s| *s == 200 || *s == 429),

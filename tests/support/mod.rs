@@ -273,6 +273,35 @@ pub fn client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// A request with extra headers through the gateway.
+pub async fn send(
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = client().request(method, gw.url(path));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    req.send().await.expect("request")
+}
+
+/// `GET path` with extra headers.
+pub async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    send(gw, reqwest::Method::GET, path, headers).await
+}
+
+/// The status of `GET path` with extra headers.
+pub async fn status(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> u16 {
+    get(gw, path, headers).await.status().as_u16()
+}
+
+/// Owned environment pairs as `Gateway::start_with` takes them.
+pub fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// The gateway's JSON error body.
 pub async fn json(resp: reqwest::Response) -> serde_json::Value {
     let text = resp.text().await.expect("body");
