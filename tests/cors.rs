@@ -36,6 +36,12 @@ async fn setup() -> Setup {
             ),
         ),
         ("down", "/down", dead, r#""strip_prefix": true"#),
+        (
+            "limited",
+            "/limited",
+            up.addr,
+            r#""strip_prefix": true, "rate_limit": {"requests_per_second": 0.1, "burst": 1}"#,
+        ),
     ]);
     let key = RsaKey::generate();
     let jwks = Jwks::serve(&[&key]).await;
@@ -143,12 +149,14 @@ async fn preflights_are_answered_by_the_gateway_before_auth() {
 #[tokio::test(flavor = "multi_thread")]
 async fn responses_carry_cors_headers_even_the_gateways_own_errors() {
     let s = setup().await;
-    // Proxied, 404, 401 and 502: all readable by the allowed origin.
+    // Proxied, 404, 401, 502 and 429: all readable by the allowed origin.
     for (path, status) in [
         ("/core/orders", 200),
         ("/nowhere", 404),
         ("/secure/orders", 401),
         ("/down/x", 502),
+        ("/limited/x", 200),
+        ("/limited/x", 429),
     ] {
         let resp = send(&s.gw, Method::GET, path, &[("origin", APP)]).await;
         assert_eq!(resp.status(), status, "{path}");

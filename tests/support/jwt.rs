@@ -86,6 +86,17 @@ impl RsaKey {
         .expect("sign token")
     }
 
+    /// A token signed with this key whose header names no key (`kid`).
+    pub fn sign_without_kid(&self, claims: &Value) -> String {
+        let header = Header::new(Algorithm::RS256);
+        encode(
+            &header,
+            claims,
+            &EncodingKey::from_rsa_der(&self.private_der),
+        )
+        .expect("sign token")
+    }
+
     /// An access token for `sub`, valid for an hour.
     pub fn access_token(&self, sub: &str) -> String {
         self.sign(&claims(sub, 3600), Some("access"))
