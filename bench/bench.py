@@ -297,7 +297,7 @@ def gateway_cmd(work, port, up, echo, log, jwks_url=None):
     ]}
     path = work / ("services-jwt.json" if jwks_url else "services.json")
     path.write_text(json.dumps(services))
-    env = {"PROXY_HOST": "127.0.0.1", "PROXY_PORT": str(port), "PROXY_THREADS": "1",
+    env = {"PROXY_HOST": "127.0.0.1", "PROXY_PORT": str(port), "ADMIN_PORT": str(free_port()), "PROXY_THREADS": "1",
            "RUST_LOG": "info" if log else "warn", "PROXY_GRACE_SECONDS": "0"}
     if jwks_url:
         env.update({"JWKS_URL": jwks_url, "JWT_ISSUER": "bench-issuer", "JWT_AUDIENCE": "bench-audience"})

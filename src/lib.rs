@@ -29,6 +29,7 @@
 //!
 //! Configuration comes from `services.json` ([`config`]) and the environment ([`settings`]).
 
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod edge;

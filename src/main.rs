@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use beat_gateway::admin;
 use beat_gateway::edge::auth;
 use beat_gateway::router::RouteTable;
 use beat_gateway::settings::{Cli, Settings};
@@ -22,11 +23,25 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     logging::init(settings.log_format);
+    if cli.probe {
+        return match admin::probe::readyz(
+            settings.admin_host,
+            settings.admin_port,
+            settings.admin_token.as_deref(),
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("beat-gateway: not ready: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
 
     // In demo mode without --services, the shipped routes are used as compiled in, so the
     // demo works from any directory.
     let file = settings.services_path.display().to_string();
-    let loaded = if cli.demo && !settings.services_given {
+    let builtin = cli.demo && !settings.services_given;
+    let loaded = if builtin {
         config::parse("config/services.json (built in)", config::SHIPPED)
     } else {
         config::load(&settings.services_path)
@@ -70,15 +85,26 @@ fn main() -> ExitCode {
         services
     };
 
+    let config_hash = if builtin {
+        config::fingerprint(config::SHIPPED.as_bytes())
+    } else {
+        std::fs::read(&settings.services_path)
+            .map_or_else(|_| "-".into(), |t| config::fingerprint(&t))
+    };
     let summary = config::summary(&services);
-    let server = match server::build(&settings, cli.pingora, RouteTable::new(services)) {
+    let routes = RouteTable::new(services);
+    let server = match server::build(&settings, cli.pingora, routes, &config_hash) {
         Ok(server) => server,
         Err(e) => return fail(e),
     };
     for line in summary {
         log::info!("route {line}");
     }
-    log::info!("listening on {}", settings.listen_addr());
+    log::info!(
+        "listening on {}; admin (healthz, readyz, metrics, routes) on {}",
+        settings.listen_addr(),
+        settings.admin_addr()
+    );
     if cli.demo {
         log::info!(
             "demo: try `curl -i http://127.0.0.1:{}/auth/health`",

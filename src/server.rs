@@ -13,11 +13,13 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::services::background::background_service;
 use pingora_proxy::ProxyServiceBuilder;
 
+use crate::admin::{self, AdminState, metrics::Metrics};
 use crate::edge::auth::{self, JwksRefresh, Mode, Verifier};
 use crate::edge::rate_limit::{Housekeeping, RateLimits, Redis, RouteLimit};
 use crate::proxy::Gateway;
 use crate::router::RouteTable;
 use crate::settings::Settings;
+use crate::upstream::Upstream;
 
 /// Runtime shutdown after the grace period: in-flight work still running then is cut.
 const SHUTDOWN_TIMEOUT_SECONDS: u64 = 2;
@@ -26,7 +28,12 @@ const WRITE_BUFFER: usize = 1460;
 
 /// Build the server; the caller runs it. Errors: Pingora's own config file, or the listen
 /// address is unavailable.
-pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::Result<Server> {
+pub fn build(
+    settings: &Settings,
+    mut opt: Opt,
+    routes: RouteTable,
+    config_hash: &str,
+) -> anyhow::Result<Server> {
     let own_file = opt.conf.is_some();
     let mut conf = match &opt.conf {
         Some(path) => ServerConf::load_yaml_with_opt_override(&opt)
@@ -61,9 +68,10 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
     // the process alive without a listener. Find out first and refuse to start instead.
     // (On a graceful upgrade, -u, the old process hands its socket over: skip the probe.)
     if !opt.upgrade {
-        let addr = settings.listen_addr();
-        std::net::TcpListener::bind(&addr)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        for addr in [settings.listen_addr(), settings.admin_addr()] {
+            std::net::TcpListener::bind(&addr)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        }
     }
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
@@ -93,12 +101,26 @@ pub fn build(settings: &Settings, mut opt: Opt, routes: RouteTable) -> anyhow::R
             Housekeeping(limits.clone()),
         ));
     }
+    let routes = Arc::new(routes);
+    let upstreams: Arc<[Upstream]> = routes.routes().iter().map(Upstream::new).collect();
+    let metrics = Metrics::new(routes.routes().iter().map(|r| r.name.as_str()), config_hash);
+    server.add_service(admin::service(
+        AdminState {
+            routes: routes.clone(),
+            upstreams: upstreams.clone(),
+            metrics: metrics.clone(),
+        },
+        &settings.admin_addr(),
+        settings.admin_token.clone(),
+    ));
     let gateway = Gateway::new(
         routes,
+        upstreams,
         Duration::from_secs(settings.keepalive_seconds),
         verifier,
         settings.cors.clone(),
         limits,
+        metrics,
     );
     let mut options = HttpServerOptions::default();
     // CONNECT reaches `request_filter`, which refuses it with the gateway's JSON 405

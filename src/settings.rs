@@ -23,6 +23,9 @@ pub const DEFAULT_GRACE_SECONDS: u64 = 3;
 pub const DEFAULT_KEEPALIVE_SECONDS: u64 = 75;
 /// From a request's first byte to the end of its head; slower clients get 408 (nginx: 60 s).
 pub const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 30;
+/// The admin listener: loopback unless told otherwise, never the public port.
+pub const DEFAULT_ADMIN_HOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+pub const DEFAULT_ADMIN_PORT: u16 = 9091;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +46,11 @@ pub struct Cli {
     /// route to them: a working gateway with nothing else installed
     #[arg(long)]
     pub demo: bool,
+
+    /// Ask the running gateway's admin listener whether it is ready (GET /readyz) and exit
+    /// 0 if so, 1 if not: the container healthcheck (the image has no curl)
+    #[arg(long)]
+    pub probe: bool,
 
     #[command(flatten)]
     pub pingora: Opt,
@@ -78,6 +86,11 @@ pub struct Settings {
     pub rate_limit_redis: Option<String>,
     /// Peers whose `X-Forwarded-For` is believed for the `ip` rate-limit key.
     pub trusted_proxies: Vec<IpNet>,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/routes`).
+    pub admin_host: IpAddr,
+    pub admin_port: u16,
+    /// Required off loopback: a bearer token for every admin path but `/healthz`.
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +230,45 @@ impl Settings {
                 })?
             }
         };
+        let admin_token = get("ADMIN_TOKEN").map(|(_, v)| v.trim().to_owned());
+        if let Some(token) = &admin_token
+            && token.len() < 16
+        {
+            return Err(bad(
+                ("ADMIN_TOKEN", "(hidden)".into()),
+                "at least 16 characters",
+            ));
+        }
+        let admin_host = match get("ADMIN_HOST") {
+            None => DEFAULT_ADMIN_HOST,
+            Some((_, v)) if v == "localhost" => DEFAULT_ADMIN_HOST,
+            Some(kv) => {
+                let ip = kv.1.trim().parse::<IpAddr>().map_err(|_| {
+                    bad(
+                        kv.clone(),
+                        "an IP address for the admin listener, e.g. 127.0.0.1",
+                    )
+                })?;
+                if !ip.is_loopback() && admin_token.is_none() {
+                    return Err(bad(
+                        kv,
+                        "not a loopback address: set ADMIN_TOKEN too (metrics and routes would be open)",
+                    ));
+                }
+                ip
+            }
+        };
+        let admin_port = match get("ADMIN_PORT") {
+            None => DEFAULT_ADMIN_PORT,
+            Some(kv) => match kv.1.trim().parse::<u16>() {
+                Ok(p) if p != 0 && p != port => p,
+                _ => return Err(bad(kv, "a TCP port from 1 to 65535, not PROXY_PORT")),
+            },
+        };
         Ok(Settings {
+            admin_host,
+            admin_port,
+            admin_token,
             cors,
             rate_limit_redis,
             trusted_proxies,
@@ -233,6 +284,11 @@ impl Settings {
             header_timeout_seconds,
             log_format,
         })
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> String {
+        std::net::SocketAddr::new(self.admin_host, self.admin_port).to_string()
     }
 
     /// The listen address as Pingora wants it (`[::]:9000` for IPv6).
@@ -333,6 +389,24 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.jwt, None);
         assert_eq!(s.jwt_missing, ["JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE"]);
+    }
+
+    #[test]
+    fn admin_listener_is_loopback_unless_a_token_guards_it() {
+        let s = with(&[]).unwrap();
+        assert_eq!(s.admin_addr(), "127.0.0.1:9091");
+        assert_eq!(s.admin_token, None);
+        let e = with(&[("ADMIN_HOST", "0.0.0.0")]).unwrap_err().to_string();
+        assert!(e.contains("ADMIN_TOKEN"), "{e}");
+        let s = with(&[
+            ("ADMIN_HOST", "0.0.0.0"),
+            ("ADMIN_TOKEN", "a-long-enough-token"),
+        ])
+        .unwrap();
+        assert_eq!(s.admin_addr(), "0.0.0.0:9091");
+        assert!(with(&[("ADMIN_TOKEN", "short")]).is_err());
+        assert!(with(&[("ADMIN_PORT", "9000")]).is_err(), "the public port");
+        assert!(with(&[("ADMIN_PORT", "x")]).is_err());
     }
 
     #[test]

@@ -220,6 +220,7 @@ fn bad_config_is_refused_with_file_service_and_field() {
             .arg(&path)
             .args(extra)
             .env("PROXY_PORT", free_port().to_string())
+            .env("ADMIN_PORT", free_port().to_string())
             .output()
             .unwrap();
         assert!(!out.status.success(), "{extra:?} accepted a bad config");
@@ -332,6 +333,7 @@ fn port_in_use_is_refused_not_hung() {
         ])
         .env("PROXY_HOST", "127.0.0.1")
         .env("PROXY_PORT", port.to_string())
+        .env("ADMIN_PORT", free_port().to_string())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

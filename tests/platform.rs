@@ -645,6 +645,7 @@ fn just_serve_starts_the_gateway() {
         .current_dir(ROOT)
         .env("PROXY_HOST", "127.0.0.1")
         .env("PROXY_PORT", port.to_string())
+        .env("ADMIN_PORT", support::free_port().to_string())
         .env("PROXY_THREADS", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -69,6 +69,15 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Service>, ConfigError> {
     validate::services(file, text)
 }
 
+/// The hex SHA-256 of a services file, as `beat_gateway_config_info{hash}` shows it.
+pub fn fingerprint(text: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The config shipped in the repository, compiled in: demo mode starts from it.
 pub const SHIPPED: &str = include_str!("../../config/services.json");
 

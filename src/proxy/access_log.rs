@@ -24,6 +24,8 @@ struct Entry<'a> {
     path: &'a str,
     /// The verified token's subject, or `-`.
     user: &'a str,
+    /// The W3C trace id, or `-`.
+    trace_id: &'a str,
     route: &'a str,
     upstream: &'a str,
     upstream_addr: Option<SocketAddr>,
@@ -49,6 +51,7 @@ pub fn request(
         method: req.method.as_str(),
         path: req.uri.path(),
         user: ctx.identity.as_ref().map_or("-", |i| &i.user_id),
+        trace_id: ctx.trace.as_ref().map_or("-", |t| t.trace_id()),
         route: route.map_or("-", |(r, _)| &r.name),
         upstream: route.map_or("-", |(_, u)| u.target()),
         upstream_addr: ctx.upstream_addr,
@@ -67,6 +70,7 @@ pub fn unreadable_head(reply: Reply, request_id: &RequestId, e: &Error) {
         method: "-",
         path: "-",
         user: "-",
+        trace_id: "-",
         route: "-",
         upstream: "-",
         upstream_addr: None,
@@ -103,6 +107,7 @@ fn write(e: &Entry<'_>) {
             (log_key!("status"), Field::U64(u64::from(e.status))),
             (log_key!("duration_ms"), Field::Millis(micros)),
             (log_key!("request_id"), Field::Token(e.request_id.as_str())),
+            (log_key!("trace_id"), Field::Token(e.trace_id)),
             (log_key!("bytes_in"), Field::U64(e.bytes_in)),
             (log_key!("bytes_out"), Field::U64(e.bytes_out)),
             (log_key!("error"), error),

@@ -9,6 +9,8 @@ use std::time::Instant;
 use http::HeaderValue;
 
 use super::request_id::RequestId;
+use super::trace::Trace;
+use crate::admin::metrics::Gauge;
 use crate::edge::auth::Identity;
 use crate::edge::rate_limit::Outcome;
 
@@ -46,6 +48,14 @@ pub struct RequestCtx {
     pub cors: Option<Vec<(&'static str, HeaderValue)>>,
     /// The route's rate-limit decision, for the `RateLimit-*` headers of the response.
     pub rate_limit: Option<Outcome>,
+    /// The W3C trace the request belongs to (set once its head is read).
+    pub trace: Option<Trace>,
+    /// The client sent `tracestate` (dropped when the gateway replaced its `traceparent`).
+    pub tracestate: bool,
+    /// Holds `beat_gateway_inflight_requests` up while the request lives.
+    pub inflight: Option<Gauge>,
+    /// Holds `beat_gateway_websocket_tunnels` up while the upgraded tunnel lives.
+    pub tunnel: Option<Gauge>,
 }
 
 impl Default for RequestCtx {
@@ -65,6 +75,10 @@ impl Default for RequestCtx {
             identity: None,
             cors: None,
             rate_limit: None,
+            trace: None,
+            tracestate: false,
+            inflight: None,
+            tunnel: None,
         }
     }
 }

@@ -44,6 +44,22 @@ pub fn classify(e: &Error) -> Reply {
     }
 }
 
+/// How an upstream exchange failed, for `beat_gateway_upstream_errors_total{kind}`:
+/// `connect`, `timeout` or `reset`; `None` when the failure was not the upstream's.
+pub fn upstream_error_kind(e: &Error) -> Option<&'static str> {
+    use ErrorType::*;
+    if e.esource() != &ErrorSource::Upstream {
+        return None;
+    }
+    match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout => Some("timeout"),
+        ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+        | TLSHandshakeFailure => Some("connect"),
+        _ if e.etype() == &RESOLVE_FAILED => Some("connect"),
+        _ => Some("reset"),
+    }
+}
+
 /// The reply for a request head Pingora could not read (malformed, or too slow).
 pub fn classify_head(e: &Error) -> Reply {
     match e.etype() {

@@ -38,6 +38,10 @@ pub struct HeadFacts<'a> {
     pub preflight_method: bool,
     /// The first `Access-Control-Request-Headers` line.
     pub preflight_headers: Option<&'a HeaderValue>,
+    /// The first `traceparent` line (W3C Trace Context).
+    pub traceparent: Option<&'a HeaderValue>,
+    /// A `tracestate` line.
+    pub tracestate: bool,
 }
 
 impl<'a> HeadFacts<'a> {
@@ -63,6 +67,10 @@ impl<'a> HeadFacts<'a> {
                     facts.origin.get_or_insert(value);
                 }
                 "access-control-request-method" => facts.preflight_method = true,
+                "traceparent" => {
+                    facts.traceparent.get_or_insert(value);
+                }
+                "tracestate" => facts.tracestate = true,
                 "access-control-request-headers" => {
                     facts.preflight_headers.get_or_insert(value);
                 }

@@ -26,6 +26,7 @@ mod errors;
 mod head;
 mod headers;
 mod request_id;
+mod trace;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -43,16 +44,18 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 pub use ctx::RequestCtx;
 use errors::Reply;
 
-use crate::edge::auth::{self, Mode, Verifier};
+use crate::admin::metrics::{self, Metrics};
+use crate::edge::auth::{self, Mode, Rejected, Verifier};
 use crate::edge::cors::{self, Decision, Policy};
 use crate::edge::rate_limit::RateLimits;
 use crate::router::RouteTable;
 use crate::upstream::Upstream;
+use trace::Trace;
 
 /// The gateway: the route table and, index for index, each route's upstream.
 pub struct Gateway {
-    routes: RouteTable,
-    upstreams: Vec<Upstream>,
+    routes: Arc<RouteTable>,
+    upstreams: Arc<[Upstream]>,
     /// A client connection with no request for this long is closed (seconds).
     keepalive_seconds: u64,
     /// Verifies tokens for routes with auth on (present whenever one is).
@@ -61,17 +64,19 @@ pub struct Gateway {
     global_cors: Option<Arc<Policy>>,
     /// Every route's rate limit.
     limits: Arc<RateLimits>,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
     pub fn new(
-        routes: RouteTable,
+        routes: Arc<RouteTable>,
+        upstreams: Arc<[Upstream]>,
         keepalive: Duration,
         verifier: Option<Arc<Verifier>>,
         global_cors: Option<Policy>,
         limits: Arc<RateLimits>,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        let upstreams = routes.routes().iter().map(Upstream::new).collect();
         Gateway {
             routes,
             upstreams,
@@ -79,6 +84,7 @@ impl Gateway {
             verifier,
             global_cors: global_cors.map(Arc::new),
             limits,
+            metrics,
         }
     }
 }
@@ -97,8 +103,8 @@ struct Routed {
 enum Unauthorized {
     /// No token on a route that requires one.
     Missing,
-    /// A token that failed verification, and why (for the log only).
-    Invalid(String),
+    /// A token that failed verification, and why (for the log and metrics only).
+    Invalid(Rejected),
 }
 
 #[async_trait]
@@ -127,6 +133,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let incoming = session.req_header().headers.get("x-request-id");
         ctx.request_id = request_id::accept_or_generate(incoming);
+        ctx.inflight = metrics::inflight();
         session.set_pipelining_enabled(true);
         Ok(())
     }
@@ -165,6 +172,7 @@ impl ProxyHttp for Gateway {
                 .await;
             ctx.rate_limit = outcome;
             if outcome.is_some_and(|o| !o.allowed) {
+                self.metrics.rate_limited(ctx.route);
                 let reply = Reply {
                     status: 429,
                     message: "too many requests",
@@ -226,6 +234,12 @@ impl ProxyHttp for Gateway {
         if let Some(identity) = &ctx.identity {
             headers::set_identity(upstream_request, identity)?;
         }
+        if let Some(traceparent) = ctx.trace.as_ref().and_then(Trace::started_header) {
+            upstream_request.insert_header("traceparent", traceparent)?;
+            if ctx.tracestate {
+                upstream_request.remove_header("tracestate");
+            }
+        }
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -242,9 +256,13 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
+        if ctx.websocket && upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // Counted until the request (the tunnel) ends.
+            ctx.tunnel = metrics::websocket();
+        }
         Ok(())
     }
 
@@ -310,6 +328,13 @@ impl ProxyHttp for Gateway {
             .route
             .map(|i| (&self.routes.routes()[i], &self.upstreams[i]));
         access_log::request(session, e, ctx, route);
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let method = &session.req_header().method;
+        self.metrics
+            .request_done(ctx.route, method, status, ctx.start.elapsed());
+        if let Some(kind) = e.and_then(errors::upstream_error_kind) {
+            self.metrics.upstream_error(ctx.route, kind);
+        }
     }
 }
 
@@ -323,6 +348,8 @@ impl Gateway {
             .map(|h1| h1.get_headers_raw_bytes())
             .unwrap_or_default();
         let facts = head::HeadFacts::scan(&req.headers);
+        ctx.trace = Some(Trace::accept_or_start(facts.traceparent));
+        ctx.tracestate = facts.tracestate;
         // Refusals before a route is known answer under the global CORS policy.
         let cors = |route: Option<usize>| {
             let policy = route
@@ -405,10 +432,9 @@ impl Gateway {
             };
         };
         // Startup refuses routes with auth on when there is no verifier.
-        let verifier = self
-            .verifier
-            .as_ref()
-            .ok_or_else(|| Unauthorized::Invalid("no JWT settings".into()))?;
+        let verifier = self.verifier.as_ref().ok_or_else(|| {
+            Unauthorized::Invalid(Rejected::new("no_verifier", "no JWT settings"))
+        })?;
         let identity = verifier
             .verify(&token)
             .await
@@ -488,9 +514,13 @@ async fn unauthorized(
     why: Unauthorized,
 ) -> Result<bool> {
     let (message, challenge) = match why {
-        Unauthorized::Missing => ("a bearer token is required", "Bearer"),
-        Unauthorized::Invalid(reason) => {
-            ctx.refusal = Some(Cow::Owned(format!("invalid token: {reason}")));
+        Unauthorized::Missing => {
+            metrics::jwt_refused("missing");
+            ("a bearer token is required", "Bearer")
+        }
+        Unauthorized::Invalid(rejected) => {
+            metrics::jwt_refused(rejected.kind);
+            ctx.refusal = Some(Cow::Owned(format!("invalid token: {rejected}")));
             ("invalid token", r#"Bearer error="invalid_token""#)
         }
     };

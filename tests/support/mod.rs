@@ -18,6 +18,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_beat-gateway");
 pub struct Gateway {
     child: Child,
     pub port: u16,
+    /// The admin listener's port.
+    pub admin_port: u16,
     log_path: PathBuf,
 }
 
@@ -97,6 +99,7 @@ impl Gateway {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Gateway {
         for _ in 0..5 {
             let port = free_port();
+            let admin_port = free_port();
             let log_path = temp_path("gateway.log");
             let log = std::fs::File::create(&log_path).expect("log file");
             let mut cmd = Command::new(BIN);
@@ -104,6 +107,7 @@ impl Gateway {
                 .args(args)
                 .env("PROXY_HOST", "127.0.0.1")
                 .env("PROXY_PORT", port.to_string())
+                .env("ADMIN_PORT", admin_port.to_string())
                 .env("PROXY_THREADS", "2")
                 .env("PROXY_GRACE_SECONDS", "1")
                 .env("RUST_LOG", "info")
@@ -118,6 +122,7 @@ impl Gateway {
             let mut gw = Gateway {
                 child,
                 port,
+                admin_port,
                 log_path,
             };
             if gw.wait_ready() {
@@ -147,6 +152,11 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -260,6 +270,7 @@ pub fn run_bin(args: &[&str]) -> std::process::Output {
         .args(args)
         .env("PROXY_HOST", "127.0.0.1")
         .env("PROXY_PORT", free_port().to_string())
+        .env("ADMIN_PORT", free_port().to_string())
         .env_remove("SERVICES_CONFIG")
         .output()
         .expect("run beat-gateway")

@@ -158,6 +158,43 @@ pub const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(60);
 /// How many verified tokens are remembered (TinyUFO keeps the busiest).
 const VERIFIED_CACHE_SIZE: usize = 8192;
 
+/// Why a token was refused: a short kind for metrics (`expired`, `signature`, ...) and
+/// the detail for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl Rejected {
+    pub fn new(kind: &'static str, detail: impl Into<String>) -> Self {
+        Rejected {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    fn from_jwt(e: &jsonwebtoken::errors::Error) -> Self {
+        use jsonwebtoken::errors::ErrorKind::*;
+        let kind = match e.kind() {
+            ExpiredSignature => "expired",
+            ImmatureSignature => "not_yet_valid",
+            InvalidIssuer => "issuer",
+            InvalidAudience => "audience",
+            InvalidSignature => "signature",
+            MissingRequiredClaim(_) | Json(_) => "claims",
+            _ => "malformed",
+        };
+        Rejected::new(kind, e.to_string())
+    }
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.detail, self.kind)
+    }
+}
+
 /// A verified token and what it grants, until `expires` (Unix seconds, leeway included).
 struct Verified {
     /// The whole token: the cache is keyed by a 64-bit hash, so a hit is confirmed against it.
@@ -193,7 +230,7 @@ impl Verifier {
     /// The identity in `token`, or why it is refused (for the log, never the client). A
     /// token verified in the last [`VERIFIED_CACHE_TTL`] and not expired since is not
     /// checked again.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, String> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, Rejected> {
         let now = unix_now();
         if let (Some(hit), _) = self.verified.get(token)
             && &*hit.token == token
@@ -217,22 +254,26 @@ impl Verifier {
     }
 
     /// The full check: header, key, signature and claims; the identity and `exp`.
-    async fn verify_signed(&self, token: &str) -> Result<(Identity, u64), String> {
-        let header = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
-        check_typ(header.typ.as_deref())?;
+    async fn verify_signed(&self, token: &str) -> Result<(Identity, u64), Rejected> {
+        let header = decode_header(token)
+            .map_err(|e| Rejected::new("malformed", format!("malformed token: {e}")))?;
+        check_typ(header.typ.as_deref()).map_err(|e| Rejected::new("type", e))?;
         let kid = header
             .kid
             .as_deref()
-            .ok_or("the token names no key (kid)")?;
+            .ok_or_else(|| Rejected::new("no_kid", "the token names no key (kid)"))?;
         let key = self
             .keys
             .get(kid)
             .await
-            .ok_or_else(|| format!("unknown key '{kid}'"))?;
+            .ok_or_else(|| Rejected::new("unknown_key", format!("unknown key '{kid}'")))?;
         if header.alg != key.algorithm {
-            return Err(format!(
-                "algorithm {:?} does not match key '{kid}' ({:?})",
-                header.alg, key.algorithm
+            return Err(Rejected::new(
+                "algorithm",
+                format!(
+                    "algorithm {:?} does not match key '{kid}' ({:?})",
+                    header.alg, key.algorithm
+                ),
             ));
         }
         let mut validation = Validation::new(key.algorithm);
@@ -241,9 +282,11 @@ impl Verifier {
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = decode::<Claims>(token, &key.key, &validation).map_err(|e| e.to_string())?;
+        let data =
+            decode::<Claims>(token, &key.key, &validation).map_err(|e| Rejected::from_jwt(&e))?;
         let exp = data.claims.exp;
-        Ok((identity(data.claims)?, exp))
+        let identity = identity(data.claims).map_err(|e| Rejected::new("claims", e))?;
+        Ok((identity, exp))
     }
 }
 

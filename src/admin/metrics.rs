@@ -1,0 +1,272 @@
+//! The gateway's Prometheus metrics, registered in the `prometheus` crate's default registry
+//! (the one `pingora-prometheus` serves), with per-route handles resolved once so that a
+//! request pays a few atomic increments, not a label lookup per metric.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
+use std::time::Duration;
+
+use pingora_prometheus::prometheus::{
+    self, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts,
+};
+
+/// Label value for requests no route matched.
+pub const NO_ROUTE: &str = "-";
+
+/// Methods counted by name; any other is `OTHER` (a client must not mint label values).
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// Seconds; from 1 ms to 60 s.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+struct Families {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    inflight: IntGauge,
+    websockets: IntGauge,
+    healthy: IntGaugeVec,
+    reloads: IntCounterVec,
+    config_info: IntGaugeVec,
+    jwt_refusals: IntCounterVec,
+    rate_limited: IntCounterVec,
+}
+
+/// Registered once per process (the registry is global; tests start processes, not
+/// several gateways in one).
+static FAMILIES: LazyLock<Option<Families>> = LazyLock::new(|| {
+    let families = Families {
+        requests: IntCounterVec::new(
+            Opts::new(
+                "beat_gateway_requests_total",
+                "Requests answered, by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .ok()?,
+        duration: HistogramVec::new(
+            HistogramOpts::new(
+                "beat_gateway_request_duration_seconds",
+                "From the request head to the end of the response, by route",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .ok()?,
+        upstream_errors: IntCounterVec::new(
+            Opts::new(
+                "beat_gateway_upstream_errors_total",
+                "Failed upstream exchanges, by route and kind (connect, timeout, reset)",
+            ),
+            &["route", "kind"],
+        )
+        .ok()?,
+        inflight: IntGauge::new("beat_gateway_inflight_requests", "Requests being served").ok()?,
+        websockets: IntGauge::new("beat_gateway_websocket_tunnels", "Open WebSocket tunnels")
+            .ok()?,
+        healthy: IntGaugeVec::new(
+            Opts::new(
+                "beat_gateway_upstream_healthy",
+                "1 when the instance takes traffic",
+            ),
+            &["route", "instance"],
+        )
+        .ok()?,
+        reloads: IntCounterVec::new(
+            Opts::new(
+                "beat_gateway_config_reloads_total",
+                "Configuration reloads, by result",
+            ),
+            &["result"],
+        )
+        .ok()?,
+        config_info: IntGaugeVec::new(
+            Opts::new(
+                "beat_gateway_config_info",
+                "The loaded services.json (sha256), value 1",
+            ),
+            &["hash"],
+        )
+        .ok()?,
+        jwt_refusals: IntCounterVec::new(
+            Opts::new(
+                "beat_gateway_jwt_refusals_total",
+                "Requests refused a 401, by reason",
+            ),
+            &["reason"],
+        )
+        .ok()?,
+        rate_limited: IntCounterVec::new(
+            Opts::new(
+                "beat_gateway_rate_limited_total",
+                "Requests refused a 429, by route",
+            ),
+            &["route"],
+        )
+        .ok()?,
+    };
+    let registry = prometheus::default_registry();
+    let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        Box::new(families.requests.clone()),
+        Box::new(families.duration.clone()),
+        Box::new(families.upstream_errors.clone()),
+        Box::new(families.inflight.clone()),
+        Box::new(families.websockets.clone()),
+        Box::new(families.healthy.clone()),
+        Box::new(families.reloads.clone()),
+        Box::new(families.config_info.clone()),
+        Box::new(families.jwt_refusals.clone()),
+        Box::new(families.rate_limited.clone()),
+    ];
+    for c in collectors {
+        if let Err(e) = registry.register(c) {
+            log::error!("metrics: cannot register a metric family: {e}");
+        }
+    }
+    for result in ["ok", "failed"] {
+        families.reloads.with_label_values(&[result]);
+    }
+    Some(families)
+});
+
+/// One route's handles (or the unmatched requests').
+struct RouteMetrics {
+    name: String,
+    duration: Option<Histogram>,
+    /// By method index and status.
+    requests: RwLock<HashMap<(u8, u16), IntCounter>>,
+}
+
+/// The handles the request path uses, by route index (the last one: no route).
+pub struct Metrics {
+    routes: Vec<RouteMetrics>,
+}
+
+impl Metrics {
+    /// Handles for `routes` (names, in table order), and the config's hash as info.
+    pub fn new<'a>(routes: impl IntoIterator<Item = &'a str>, config_hash: &str) -> Arc<Self> {
+        let families = FAMILIES.as_ref();
+        let mut names: Vec<String> = routes.into_iter().map(str::to_owned).collect();
+        names.push(NO_ROUTE.to_owned());
+        if let Some(f) = families {
+            f.config_info.reset();
+            f.config_info.with_label_values(&[config_hash]).set(1);
+        }
+        Arc::new(Metrics {
+            routes: names
+                .into_iter()
+                .map(|name| RouteMetrics {
+                    duration: families.map(|f| f.duration.with_label_values(&[&name])),
+                    name,
+                    requests: RwLock::new(HashMap::new()),
+                })
+                .collect(),
+        })
+    }
+
+    fn route(&self, route: Option<usize>) -> Option<&RouteMetrics> {
+        match route {
+            Some(i) if i + 1 < self.routes.len() => self.routes.get(i),
+            _ => self.routes.last(),
+        }
+    }
+
+    /// A request ended: counted by route, method and status, and its duration observed.
+    pub fn request_done(
+        &self,
+        route: Option<usize>,
+        method: &http::Method,
+        status: u16,
+        took: Duration,
+    ) {
+        let Some(r) = self.route(route) else { return };
+        if let Some(h) = &r.duration {
+            h.observe(took.as_secs_f64());
+        }
+        let method_index = METHODS
+            .iter()
+            .position(|m| *m == method.as_str())
+            .unwrap_or(METHODS.len()) as u8;
+        let key = (method_index, status);
+        let cached = r.requests.read().ok().and_then(|m| m.get(&key).cloned());
+        let counter = match cached {
+            Some(c) => c,
+            None => {
+                let Some(f) = FAMILIES.as_ref() else { return };
+                let method = METHODS
+                    .get(usize::from(method_index))
+                    .copied()
+                    .unwrap_or("OTHER");
+                let status_text = status.to_string();
+                let c = f
+                    .requests
+                    .with_label_values(&[&r.name, method, &status_text]);
+                if let Ok(mut m) = r.requests.write() {
+                    m.insert(key, c.clone());
+                }
+                c
+            }
+        };
+        counter.inc();
+    }
+
+    /// An upstream exchange failed (`kind`: connect, timeout or reset).
+    pub fn upstream_error(&self, route: Option<usize>, kind: &str) {
+        if let (Some(f), Some(r)) = (FAMILIES.as_ref(), self.route(route)) {
+            f.upstream_errors.with_label_values(&[&r.name, kind]).inc();
+        }
+    }
+
+    pub fn rate_limited(&self, route: Option<usize>) {
+        if let (Some(f), Some(r)) = (FAMILIES.as_ref(), self.route(route)) {
+            f.rate_limited.with_label_values(&[&r.name]).inc();
+        }
+    }
+
+    /// The health of each route's instances (one per route until instances are several).
+    pub fn set_healthy(&self, route: usize, instance: &str, healthy: bool) {
+        if let (Some(f), Some(r)) = (FAMILIES.as_ref(), self.routes.get(route)) {
+            f.healthy
+                .with_label_values(&[&r.name, instance])
+                .set(i64::from(healthy));
+        }
+    }
+}
+
+pub fn jwt_refused(reason: &str) {
+    if let Some(f) = FAMILIES.as_ref() {
+        f.jwt_refusals.with_label_values(&[reason]).inc();
+    }
+}
+
+/// Requests in flight: one more until the guard is dropped.
+pub fn inflight() -> Option<Gauge> {
+    FAMILIES.as_ref().map(|f| Gauge::new(f.inflight.clone()))
+}
+
+/// An open WebSocket tunnel: one more until the guard is dropped.
+pub fn websocket() -> Option<Gauge> {
+    FAMILIES.as_ref().map(|f| Gauge::new(f.websockets.clone()))
+}
+
+/// A gauge held up while this lives.
+#[derive(Debug)]
+pub struct Gauge(IntGauge);
+
+impl Gauge {
+    fn new(g: IntGauge) -> Self {
+        g.inc();
+        Gauge(g)
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

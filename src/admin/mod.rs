@@ -1,0 +1,190 @@
+//! The admin listener: a second Pingora service on `ADMIN_HOST:ADMIN_PORT` (loopback by
+//! default), never on the public port.
+//!
+//! - `GET /healthz`: the process is alive (no token needed, for orchestrators).
+//! - `GET /readyz`: every route's service resolves (an instance that does not resolve takes
+//!   no traffic); else `503` JSON naming the services without a usable instance.
+//! - `GET /metrics`: Prometheus text, served by `pingora-prometheus`.
+//! - `GET /routes`: the live route table as JSON, each instance and its health.
+//!
+//! Off loopback, every path but `/healthz` needs `Authorization: Bearer $ADMIN_TOKEN`.
+
+pub mod metrics;
+pub mod probe;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::{HttpServer, ServeHttp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::services::listening::Service;
+use pingora_prometheus::PrometheusHttpApp;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::router::RouteTable;
+use crate::upstream::Upstream;
+
+/// What the admin endpoints report on: the routes and their upstreams.
+pub struct AdminState {
+    pub routes: Arc<RouteTable>,
+    pub upstreams: Arc<[Upstream]>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// The admin application.
+pub struct AdminApp {
+    state: AdminState,
+    token: Option<String>,
+}
+
+/// The admin service on `addr`. `token`: required as a bearer token on every path but
+/// `/healthz` (startup refuses a non-loopback address without one).
+pub fn service(
+    state: AdminState,
+    addr: &str,
+    token: Option<String>,
+) -> Service<HttpServer<AdminApp>> {
+    let mut service = Service::new(
+        "beat-gateway admin".to_owned(),
+        HttpServer::new_app(AdminApp { state, token }),
+    );
+    service.add_tcp(addr);
+    service
+}
+
+/// Whether `host` needs `ADMIN_TOKEN` (anything but a loopback address does).
+pub fn needs_token(host: IpAddr) -> bool {
+    !host.is_loopback()
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let length = body.len();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(length),
+    );
+    resp
+}
+
+impl AdminApp {
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let sent = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        bool::from(sent.as_bytes().ct_eq(token.as_bytes()))
+    }
+
+    /// Services with no instance that takes traffic.
+    async fn unready(&self) -> Vec<String> {
+        let mut down = Vec::new();
+        for (route, upstream) in self
+            .state
+            .routes
+            .routes()
+            .iter()
+            .zip(self.state.upstreams.iter())
+        {
+            let healthy = upstream.peer().await.is_ok();
+            self.state
+                .metrics
+                .set_healthy(route.index, upstream.target(), healthy);
+            if !healthy {
+                down.push(route.name.clone());
+            }
+        }
+        down
+    }
+
+    async fn routes(&self) -> serde_json::Value {
+        let mut routes = Vec::new();
+        for (route, upstream) in self
+            .state
+            .routes
+            .routes()
+            .iter()
+            .zip(self.state.upstreams.iter())
+        {
+            let address = upstream.peer().await.ok().and_then(|p| {
+                use pingora_core::upstreams::peer::Peer;
+                p.address().as_inet().map(|a| a.to_string())
+            });
+            routes.push(json!({
+                "name": route.name,
+                "prefix": route.prefix,
+                "strip_prefix": route.strip_prefix,
+                "auth": format!("{:?}", route.auth.mode).to_lowercase(),
+                "rate_limit": route.rate_limit.as_ref().map(|l| json!({
+                    "requests_per_second": l.requests_per_second, "burst": l.burst,
+                })),
+                "instances": [{
+                    "target": upstream.target(),
+                    "address": address,
+                    "healthy": address.is_some(),
+                }],
+            }));
+        }
+        json!({ "routes": routes })
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_owned();
+        if session.req_header().method != http::Method::GET {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "only GET", "status": 405}),
+            );
+        }
+        if path != "/healthz" && !self.authorized(session) {
+            let mut resp = json_response(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "ADMIN_TOKEN required as a bearer token", "status": 401}),
+            );
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return resp;
+        }
+        match path.as_str() {
+            "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
+            "/readyz" => {
+                let down = self.unready().await;
+                if down.is_empty() {
+                    json_response(StatusCode::OK, json!({"status": "ready"}))
+                } else {
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"status": "not ready", "services_without_healthy_instance": down}),
+                    )
+                }
+            }
+            "/metrics" => PrometheusHttpApp.response(session).await,
+            "/routes" => json_response(StatusCode::OK, self.routes().await),
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "not found: /healthz, /readyz, /metrics, /routes", "status": 404}),
+            ),
+        }
+    }
+}

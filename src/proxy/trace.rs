@@ -1,0 +1,129 @@
+//! W3C Trace Context (`traceparent`, `tracestate`), so that a request's trace crosses the
+//! gateway: the .NET core service's OpenTelemetry spans join the trace the client (or the
+//! gateway) started, and the trace id in the gateway's access line finds them.
+//!
+//! A valid `traceparent` is forwarded unchanged, with its `tracestate`. None: the gateway
+//! starts a trace (random trace and parent ids, flags `01`, sampled, so parent-based
+//! samplers record it). A malformed one is replaced the same way, and its `tracestate`
+//! dropped (it belongs to a trace that can no longer be followed).
+
+use http::HeaderValue;
+
+/// `00-` + 32 hex + `-` + 16 hex + `-` + 2 hex.
+const LEN: usize = 55;
+
+/// The trace a request belongs to.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// The `traceparent` the service receives.
+    header: HeaderValue,
+    /// The gateway wrote `header` (the client sent none, or a malformed one): the upstream
+    /// request needs it set, and the client's `tracestate` removed.
+    started: bool,
+}
+
+impl Trace {
+    /// The trace of a request whose `traceparent` is `incoming`.
+    pub fn accept_or_start(incoming: Option<&HeaderValue>) -> Trace {
+        match incoming {
+            Some(v) if is_valid(v.as_bytes()) => Trace {
+                header: v.clone(),
+                started: false,
+            },
+            _ => Trace::start(),
+        }
+    }
+
+    fn start() -> Trace {
+        let trace_id: u128 = rand::random::<u128>().max(1);
+        let parent_id: u64 = rand::random::<u64>().max(1);
+        let text = format!("00-{trace_id:032x}-{parent_id:016x}-01");
+        Trace {
+            // Lower-case hex and dashes: always a valid header value.
+            header: HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("")),
+            started: true,
+        }
+    }
+
+    /// The 32 hex digits of the trace id, for the logs.
+    pub fn trace_id(&self) -> &str {
+        self.header
+            .to_str()
+            .ok()
+            .and_then(|s| s.get(3..35))
+            .unwrap_or("-")
+    }
+
+    /// The `traceparent` to set on the upstream request, when the gateway started the
+    /// trace (a client's valid one is already there).
+    pub fn started_header(&self) -> Option<HeaderValue> {
+        self.started.then(|| self.header.clone())
+    }
+}
+
+/// `version-traceid-parentid-flags` per W3C Trace Context: lower-case hex, version not
+/// `ff`, ids not all zeros; version `00` exactly 55 bytes, later versions may append
+/// `-`-separated fields.
+fn is_valid(v: &[u8]) -> bool {
+    let hex = |s: &[u8]| {
+        s.iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
+    let nonzero = |s: &[u8]| s.iter().any(|&b| b != b'0');
+    if v.len() < LEN || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return false;
+    }
+    let (version, trace_id, parent_id, flags) = (&v[0..2], &v[3..35], &v[36..52], &v[53..55]);
+    let fields_ok = hex(version)
+        && version != b"ff"
+        && hex(trace_id)
+        && nonzero(trace_id)
+        && hex(parent_id)
+        && nonzero(parent_id)
+        && hex(flags);
+    let rest_ok = match version {
+        b"00" => v.len() == LEN,
+        _ => v.len() == LEN || v[LEN] == b'-',
+    };
+    fields_ok && rest_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_traceparent_is_kept() {
+        let t = Trace::accept_or_start(Some(&HeaderValue::from_static(VALID)));
+        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.started_header(), None);
+        let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra";
+        assert!(is_valid(future.as_bytes()));
+    }
+
+    #[test]
+    fn malformed_or_missing_ones_start_a_new_trace() {
+        for bad in [
+            "",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+        ] {
+            assert!(!is_valid(bad.as_bytes()), "{bad}");
+            let t = Trace::accept_or_start(Some(&HeaderValue::from_static(bad)));
+            let header = t.started_header().expect("a new trace");
+            assert!(is_valid(header.as_bytes()), "{header:?}");
+            assert!(header.to_str().unwrap().ends_with("-01"));
+        }
+        let a = Trace::accept_or_start(None);
+        let b = Trace::accept_or_start(None);
+        assert_ne!(a.trace_id(), b.trace_id());
+        assert_eq!(a.trace_id().len(), 32);
+    }
+}
