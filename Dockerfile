@@ -30,7 +30,8 @@ USER 10001:10001
 EXPOSE 9000
 # SIGTERM: stop accepting, let in-flight requests finish for PROXY_GRACE_SECONDS, exit.
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9000"]
+# Ready = the admin listener's /readyz answers 200 (the binary asks it itself: no curl here).
+HEALTHCHECK --interval=10s --timeout=4s --start-period=5s --retries=3 \
+  CMD ["/usr/local/bin/beat-gateway", "--probe"]
 ENTRYPOINT ["/usr/local/bin/beat-gateway"]
 CMD ["--services", "/app/config/services.json"]

@@ -195,6 +195,14 @@ fn base_has_healthchecks_and_ordered_startup() {
             "{name} has no healthcheck"
         );
     }
+    // The gateway's own: its binary asks its admin listener's /readyz (no curl in the image).
+    let probe = &svcs["proxy"]["healthcheck"]["test"];
+    assert!(
+        probe
+            .as_sequence()
+            .is_some_and(|t| t.iter().any(|a| a.as_str() == Some("--probe"))),
+        "proxy healthcheck: {probe:?}"
+    );
     for name in SERVICES {
         let deps = svcs[name]["depends_on"]
             .as_mapping()
