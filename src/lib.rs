@@ -33,6 +33,7 @@ pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod edge;
+pub mod live;
 pub mod logging;
 pub mod proxy;
 pub mod router;

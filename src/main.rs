@@ -6,7 +6,7 @@ use clap::Parser;
 
 use beat_gateway::admin;
 use beat_gateway::edge::auth;
-use beat_gateway::router::RouteTable;
+use beat_gateway::live::Source;
 use beat_gateway::settings::{Cli, Settings};
 use beat_gateway::{config, demo, logging, server};
 
@@ -92,8 +92,17 @@ fn main() -> ExitCode {
             .map_or_else(|_| "-".into(), |t| config::fingerprint(&t))
     };
     let summary = config::summary(&services);
-    let routes = RouteTable::new(services);
-    let server = match server::build(&settings, cli.pingora, routes, &config_hash) {
+    let source = if builtin {
+        Source::Builtin
+    } else {
+        Source::File(settings.services_path.clone())
+    };
+    let server = match server::build(
+        &settings,
+        cli.pingora,
+        services,
+        (source, &config_hash, cli.watch),
+    ) {
         Ok(server) => server,
         Err(e) => return fail(e),
     };

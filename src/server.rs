@@ -13,13 +13,14 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::services::background::background_service;
 use pingora_proxy::ProxyServiceBuilder;
 
-use crate::admin::{self, AdminState, metrics::Metrics};
-use crate::edge::auth::{self, JwksRefresh, Mode, Verifier};
-use crate::edge::rate_limit::{Housekeeping, RateLimits, Redis, RouteLimit};
+use crate::admin::{self, AdminState};
+use crate::config::Service;
+use crate::edge::auth::{JwksRefresh, Verifier};
+use crate::edge::rate_limit::Redis;
+use crate::live::watch::{Housekeeping, Reloader};
+use crate::live::{Live, Shared, Source};
 use crate::proxy::Gateway;
-use crate::router::RouteTable;
 use crate::settings::Settings;
-use crate::upstream::Upstream;
 
 /// Runtime shutdown after the grace period: in-flight work still running then is cut.
 const SHUTDOWN_TIMEOUT_SECONDS: u64 = 2;
@@ -31,8 +32,8 @@ const WRITE_BUFFER: usize = 1460;
 pub fn build(
     settings: &Settings,
     mut opt: Opt,
-    routes: RouteTable,
-    config_hash: &str,
+    services: Vec<Service>,
+    (source, config_hash, watch): (Source, &str, bool),
 ) -> anyhow::Result<Server> {
     let own_file = opt.conf.is_some();
     let mut conf = match &opt.conf {
@@ -76,51 +77,52 @@ pub fn build(
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    let with_auth: Vec<&str> = routes
-        .routes()
-        .iter()
-        .filter(|r| r.auth.mode != Mode::Off)
-        .map(|r| r.name.as_str())
-        .collect();
-    auth::check_settings(&with_auth, &settings.jwt_missing).map_err(anyhow::Error::msg)?;
-    // Keys are fetched only when a route verifies tokens.
-    let verifier = match &settings.jwt {
-        Some(jwt) if !with_auth.is_empty() => Some(Arc::new(Verifier::new(jwt.clone()))),
-        _ => None,
-    };
+    // The verifier outlives tables (its JWKS cache carries over reloads); its keys are
+    // fetched once a table has a route with auth on.
+    let verifier = settings
+        .jwt
+        .as_ref()
+        .map(|jwt| Arc::new(Verifier::new(jwt.clone())));
     if let Some(verifier) = &verifier {
         server.add_service(background_service(
             "jwks refresh",
             JwksRefresh(verifier.clone()),
         ));
     }
-    let limits = rate_limits(settings, &routes)?;
-    if limits.any() {
-        server.add_service(background_service(
-            "rate-limit housekeeping",
-            Housekeeping(limits.clone()),
-        ));
-    }
-    let routes = Arc::new(routes);
-    let upstreams: Arc<[Upstream]> = routes.routes().iter().map(Upstream::new).collect();
-    let metrics = Metrics::new(routes.routes().iter().map(|r| r.name.as_str()), config_hash);
-    server.add_service(admin::service(
-        AdminState {
-            routes: routes.clone(),
-            upstreams: upstreams.clone(),
-            metrics: metrics.clone(),
+    let redis = match &settings.rate_limit_redis {
+        Some(url) => Some(Arc::new(
+            Redis::new(url).map_err(|e| anyhow::anyhow!("RATE_LIMIT_REDIS_URL: {e}"))?,
+        )),
+        None => None,
+    };
+    let shared = Shared {
+        redis,
+        trusted_proxies: settings.trusted_proxies.clone().into(),
+        jwt_missing: settings.jwt_missing.clone(),
+        verifier: verifier.clone(),
+    };
+    let live = Live::new(services, config_hash, source, shared).map_err(anyhow::Error::msg)?;
+    server.add_service(background_service(
+        "config reload",
+        Reloader {
+            live: live.clone(),
+            watch,
         },
+    ));
+    server.add_service(background_service(
+        "rate-limit housekeeping",
+        Housekeeping(live.clone()),
+    ));
+    server.add_service(admin::service(
+        AdminState { live: live.clone() },
         &settings.admin_addr(),
         settings.admin_token.clone(),
     ));
     let gateway = Gateway::new(
-        routes,
-        upstreams,
+        live,
         Duration::from_secs(settings.keepalive_seconds),
         verifier,
         settings.cors.clone(),
-        limits,
-        metrics,
     );
     let mut options = HttpServerOptions::default();
     // CONNECT reaches `request_filter`, which refuses it with the gateway's JSON 405
@@ -150,30 +152,4 @@ pub fn build(
     );
     server.add_service(proxy);
     Ok(server)
-}
-
-/// Each route's limiter, shared through Redis when `RATE_LIMIT_REDIS_URL` is set and a
-/// route is limited.
-fn rate_limits(settings: &Settings, routes: &RouteTable) -> anyhow::Result<Arc<RateLimits>> {
-    let per_route: Vec<Option<RouteLimit>> = routes
-        .routes()
-        .iter()
-        .map(|r| {
-            r.rate_limit
-                .clone()
-                .map(|spec| RouteLimit::new(&r.name, spec))
-        })
-        .collect();
-    let limited = per_route.iter().any(Option::is_some);
-    let redis = match &settings.rate_limit_redis {
-        Some(url) if limited => {
-            Some(Redis::new(url).map_err(|e| anyhow::anyhow!("RATE_LIMIT_REDIS_URL: {e}"))?)
-        }
-        _ => None,
-    };
-    Ok(Arc::new(RateLimits::new(
-        per_route,
-        redis,
-        settings.trusted_proxies.clone(),
-    )))
 }

@@ -47,6 +47,10 @@ pub struct Cli {
     #[arg(long)]
     pub demo: bool,
 
+    /// Reload the routes file when its content changes (SIGHUP always reloads it)
+    #[arg(long)]
+    pub watch: bool,
+
     /// Ask the running gateway's admin listener whether it is ready (GET /readyz) and exit
     /// 0 if so, 1 if not: the container healthcheck (the image has no curl)
     #[arg(long)]

@@ -238,6 +238,15 @@ impl Metrics {
     }
 }
 
+/// A reload was tried: `ok` or `failed`.
+pub fn config_reload(ok: bool) {
+    if let Some(f) = FAMILIES.as_ref() {
+        f.reloads
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+    }
+}
+
 pub fn jwt_refused(reason: &str) {
     if let Some(f) = FAMILIES.as_ref() {
         f.jwt_refusals.with_label_values(&[reason]).inc();

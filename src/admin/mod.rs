@@ -24,14 +24,11 @@ use pingora_prometheus::PrometheusHttpApp;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::router::RouteTable;
-use crate::upstream::Upstream;
+use crate::live::Live;
 
-/// What the admin endpoints report on: the routes and their upstreams.
+/// What the admin endpoints report on: the live table.
 pub struct AdminState {
-    pub routes: Arc<RouteTable>,
-    pub upstreams: Arc<[Upstream]>,
-    pub metrics: Arc<metrics::Metrics>,
+    pub live: Arc<Live>,
 }
 
 /// The admin application.
@@ -94,16 +91,11 @@ impl AdminApp {
 
     /// Services with no instance that takes traffic.
     async fn unready(&self) -> Vec<String> {
+        let table = self.state.live.current();
         let mut down = Vec::new();
-        for (route, upstream) in self
-            .state
-            .routes
-            .routes()
-            .iter()
-            .zip(self.state.upstreams.iter())
-        {
+        for (route, upstream) in table.routes.routes().iter().zip(table.upstreams.iter()) {
             let healthy = upstream.peer().await.is_ok();
-            self.state
+            table
                 .metrics
                 .set_healthy(route.index, upstream.target(), healthy);
             if !healthy {
@@ -114,14 +106,9 @@ impl AdminApp {
     }
 
     async fn routes(&self) -> serde_json::Value {
+        let table = self.state.live.current();
         let mut routes = Vec::new();
-        for (route, upstream) in self
-            .state
-            .routes
-            .routes()
-            .iter()
-            .zip(self.state.upstreams.iter())
-        {
+        for (route, upstream) in table.routes.routes().iter().zip(table.upstreams.iter()) {
             let address = upstream.peer().await.ok().and_then(|p| {
                 use pingora_core::upstreams::peer::Peer;
                 p.address().as_inet().map(|a| a.to_string())

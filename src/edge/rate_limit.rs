@@ -20,21 +20,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use async_trait::async_trait;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 
 /// A Redis call that takes longer is abandoned for the local limiter.
 pub const REDIS_DEADLINE: Duration = Duration::from_millis(100);
 /// After a failed Redis call, Redis is tried again after this long.
 pub const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
-/// Buckets untouched this long are full again and are dropped from memory.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
 /// What a request is counted by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +105,7 @@ type Local = DefaultKeyedRateLimiter<String, StateInformationMiddleware>;
 pub struct RouteLimit {
     pub spec: LimitSpec,
     /// The route's name, part of the Redis key.
-    route: String,
+    pub route: String,
     local: Local,
 }
 
@@ -281,23 +276,35 @@ impl Redis {
 }
 
 /// Every route's limiter (by route index), and Redis when shared.
+/// Every route's limiter by route index. A reload builds a new one; limiters of routes
+/// whose name and limit did not change are carried over (their buckets with them), and
+/// Redis is shared by all.
 pub struct RateLimits {
-    routes: Vec<Option<RouteLimit>>,
-    redis: Option<Redis>,
-    trusted_proxies: Vec<IpNet>,
+    routes: Vec<Option<Arc<RouteLimit>>>,
+    redis: Option<Arc<Redis>>,
+    trusted_proxies: Arc<[IpNet]>,
 }
 
 impl RateLimits {
     pub fn new(
-        routes: Vec<Option<RouteLimit>>,
-        redis: Option<Redis>,
-        trusted_proxies: Vec<IpNet>,
+        routes: Vec<Option<Arc<RouteLimit>>>,
+        redis: Option<Arc<Redis>>,
+        trusted_proxies: Arc<[IpNet]>,
     ) -> Self {
         RateLimits {
             routes,
             redis,
             trusted_proxies,
         }
+    }
+
+    /// The limiter of the route named `route` with exactly `spec`, to carry over.
+    pub fn find(&self, route: &str, spec: &LimitSpec) -> Option<Arc<RouteLimit>> {
+        self.routes
+            .iter()
+            .flatten()
+            .find(|l| l.route == route && l.spec == *spec)
+            .cloned()
     }
 
     /// Whether any route is limited.
@@ -343,7 +350,7 @@ impl RateLimits {
     }
 
     /// Drop buckets that are full again (they hold nothing a new one would not).
-    fn housekeeping(&self) {
+    pub fn housekeeping(&self) {
         for limit in self.routes.iter().flatten() {
             limit.local.retain_recent();
             limit.local.shrink_to_fit();
@@ -376,21 +383,6 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -
         last = ip;
     }
     Some(last)
-}
-
-/// Drops full buckets from memory every minute: a Pingora background service.
-pub struct Housekeeping(pub Arc<RateLimits>);
-
-#[async_trait]
-impl BackgroundService for Housekeeping {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(HOUSEKEEPING_EVERY) => self.0.housekeeping(),
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use super::trace::Trace;
 use crate::admin::metrics::Gauge;
 use crate::edge::auth::Identity;
 use crate::edge::rate_limit::Outcome;
+use crate::live::Table;
 
 /// The per-request context (Pingora's `ProxyHttp::CTX`).
 #[derive(Debug)]
@@ -52,6 +53,8 @@ pub struct RequestCtx {
     pub trace: Option<Trace>,
     /// The client sent `tracestate` (dropped when the gateway replaced its `traceparent`).
     pub tracestate: bool,
+    /// The routes this request was served by (a reload does not change them under it).
+    pub table: Option<Arc<Table>>,
     /// Holds `beat_gateway_inflight_requests` up while the request lives.
     pub inflight: Option<Gauge>,
     /// Holds `beat_gateway_websocket_tunnels` up while the upgraded tunnel lives.
@@ -77,6 +80,7 @@ impl Default for RequestCtx {
             rate_limit: None,
             trace: None,
             tracestate: false,
+            table: None,
             inflight: None,
             tunnel: None,
         }

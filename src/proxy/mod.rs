@@ -44,47 +44,37 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 pub use ctx::RequestCtx;
 use errors::Reply;
 
-use crate::admin::metrics::{self, Metrics};
+use crate::admin::metrics;
 use crate::edge::auth::{self, Mode, Rejected, Verifier};
 use crate::edge::cors::{self, Decision, Policy};
-use crate::edge::rate_limit::RateLimits;
-use crate::router::RouteTable;
+use crate::live::{Live, Table};
 use crate::upstream::Upstream;
 use trace::Trace;
 
-/// The gateway: the route table and, index for index, each route's upstream.
+/// The gateway: the live table (routes and, index for index, their upstreams, limits and
+/// metrics) and what does not change on reload.
 pub struct Gateway {
-    routes: Arc<RouteTable>,
-    upstreams: Arc<[Upstream]>,
+    live: Arc<Live>,
     /// A client connection with no request for this long is closed (seconds).
     keepalive_seconds: u64,
     /// Verifies tokens for routes with auth on (present whenever one is).
     verifier: Option<Arc<Verifier>>,
     /// The CORS policy of routes without their own, and of requests no route matched.
     global_cors: Option<Arc<Policy>>,
-    /// Every route's rate limit.
-    limits: Arc<RateLimits>,
-    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
     pub fn new(
-        routes: Arc<RouteTable>,
-        upstreams: Arc<[Upstream]>,
+        live: Arc<Live>,
         keepalive: Duration,
         verifier: Option<Arc<Verifier>>,
         global_cors: Option<Policy>,
-        limits: Arc<RateLimits>,
-        metrics: Arc<Metrics>,
     ) -> Self {
         Gateway {
-            routes,
-            upstreams,
+            live,
             keepalive_seconds: keepalive.as_secs().max(1),
             verifier,
             global_cors: global_cors.map(Arc::new),
-            limits,
-            metrics,
         }
     }
 }
@@ -134,6 +124,8 @@ impl ProxyHttp for Gateway {
         let incoming = session.req_header().headers.get("x-request-id");
         ctx.request_id = request_id::accept_or_generate(incoming);
         ctx.inflight = metrics::inflight();
+        // The request keeps this table to its end, whatever a reload swaps in meanwhile.
+        ctx.table = Some(self.live.current());
         session.set_pipelining_enabled(true);
         Ok(())
     }
@@ -160,19 +152,20 @@ impl ProxyHttp for Gateway {
         {
             return unauthorized(session, ctx, why).await;
         }
-        if let Some(route) = ctx.route.filter(|&r| self.limits.limits(r)) {
+        let table = self.table(ctx);
+        if let Some(route) = ctx.route.filter(|&r| table.limits.limits(r)) {
             let peer = session
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip());
             let user = ctx.identity.as_ref().map(|i| i.user_id.as_str());
-            let outcome = self
+            let outcome = table
                 .limits
                 .check(route, peer, &session.req_header().headers, user)
                 .await;
             ctx.rate_limit = outcome;
             if outcome.is_some_and(|o| !o.allowed) {
-                self.metrics.rate_limited(ctx.route);
+                table.metrics.rate_limited(ctx.route);
                 let reply = Reply {
                     status: 429,
                     message: "too many requests",
@@ -324,16 +317,19 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let route = ctx
-            .route
-            .map(|i| (&self.routes.routes()[i], &self.upstreams[i]));
+        let table = self.table(ctx);
+        let route = ctx.route.and_then(|i| {
+            let route = table.routes.routes().get(i)?;
+            Some((route, &**table.upstreams.get(i)?))
+        });
         access_log::request(session, e, ctx, route);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let method = &session.req_header().method;
-        self.metrics
+        table
+            .metrics
             .request_done(ctx.route, method, status, ctx.start.elapsed());
         if let Some(kind) = e.and_then(errors::upstream_error_kind) {
-            self.metrics.upstream_error(ctx.route, kind);
+            table.metrics.upstream_error(ctx.route, kind);
         }
     }
 }
@@ -341,6 +337,7 @@ impl ProxyHttp for Gateway {
 impl Gateway {
     /// Check the request, find its route, and what the route's auth needs.
     fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Routed, Reply> {
+        let table = self.table(ctx);
         let req = session.req_header();
         let raw = session
             .as_downstream()
@@ -353,7 +350,7 @@ impl Gateway {
         // Refusals before a route is known answer under the global CORS policy.
         let cors = |route: Option<usize>| {
             let policy = route
-                .and_then(|i| self.routes.routes()[i].cors.as_ref())
+                .and_then(|i| table.routes.routes().get(i)?.cors.as_ref())
                 .or(self.global_cors.as_ref())?;
             let preflight = req.method == http::Method::OPTIONS && facts.preflight_method;
             Some(policy.decide(facts.origin, preflight, facts.preflight_headers))
@@ -372,7 +369,7 @@ impl Gateway {
                 return Err(refuse_unrouted(ctx, reply));
             }
         };
-        let Some(route) = self.routes.lookup(checked.path) else {
+        let Some(route) = table.routes.lookup(checked.path) else {
             let reply = Reply {
                 status: 404,
                 message: "no route for this path",
@@ -443,9 +440,15 @@ impl Gateway {
         Ok(())
     }
 
-    fn upstream(&self, ctx: &RequestCtx) -> Result<&Upstream> {
+    /// The request's table (the current one for a request that has none yet).
+    fn table(&self, ctx: &RequestCtx) -> Arc<Table> {
+        ctx.table.clone().unwrap_or_else(|| self.live.current())
+    }
+
+    /// The upstream of the request's route, in the request's table.
+    fn upstream(&self, ctx: &RequestCtx) -> Result<Arc<Upstream>> {
         ctx.route
-            .and_then(|i| self.upstreams.get(i))
+            .and_then(|i| ctx.table.as_ref()?.upstreams.get(i).cloned())
             .ok_or_else(|| Error::explain(pingora_core::ErrorType::InternalError, "no route"))
     }
 }

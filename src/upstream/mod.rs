@@ -30,6 +30,9 @@ pub struct Upstream {
     resolver: Resolver,
     /// The route's peer with its options; its address is set per request.
     template: HttpPeer,
+    /// What it was built from: a reload keeps an upstream (and its resolver's cache)
+    /// whose route still says the same.
+    built_from: (String, u16, Duration, Duration),
 }
 
 impl Upstream {
@@ -46,7 +49,22 @@ impl Upstream {
         Upstream {
             resolver: Resolver::new(&route.host, route.port),
             template,
+            built_from: Self::key(route),
         }
+    }
+
+    fn key(route: &Route) -> (String, u16, Duration, Duration) {
+        (
+            route.host.clone(),
+            route.port,
+            route.connect_timeout,
+            route.read_timeout,
+        )
+    }
+
+    /// Whether this upstream is what `route` would build.
+    pub fn serves(&self, route: &Route) -> bool {
+        self.built_from == Self::key(route)
     }
 
     /// `host:port` as configured, for logs.

@@ -11,6 +11,7 @@ pub mod jwks;
 pub mod token;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -92,9 +93,10 @@ pub struct Identity {
     pub scopes: Option<String>,
 }
 
-/// The JWKS refresh as a Pingora background service: the keys are fetched once at start (a
-/// failure is logged, not fatal: requests with tokens get 401 until a fetch succeeds),
-/// then every `JWKS_REFRESH_SECONDS`, until shutdown.
+/// The JWKS refresh as a Pingora background service: the keys are fetched once a route
+/// verifies tokens (at start, or after the reload that adds one; a failure is logged, not
+/// fatal: requests with tokens get 401 until a fetch succeeds), then every
+/// `JWKS_REFRESH_SECONDS`, until shutdown.
 pub struct JwksRefresh(pub Arc<Verifier>);
 
 #[async_trait]
@@ -102,9 +104,15 @@ impl BackgroundService for JwksRefresh {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let keys = self.0.keys();
         loop {
-            keys.refresh(true).await;
+            // Until a route verifies tokens (a reload may add one), look again each second.
+            let wait = if self.0.in_use.load(Ordering::Relaxed) {
+                keys.refresh(true).await;
+                self.0.settings.refresh
+            } else {
+                Duration::from_secs(1)
+            };
             tokio::select! {
-                _ = tokio::time::sleep(self.0.settings.refresh) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -208,6 +216,8 @@ pub struct Verifier {
     settings: JwtSettings,
     keys: KeySet,
     verified: MemoryCache<String, Arc<Verified>>,
+    /// A route of the live table verifies tokens: the keys are kept fresh only then.
+    in_use: AtomicBool,
 }
 
 impl Verifier {
@@ -216,7 +226,13 @@ impl Verifier {
             keys: KeySet::new(settings.jwks_url.clone()),
             settings,
             verified: MemoryCache::new(VERIFIED_CACHE_SIZE),
+            in_use: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a route of the live table verifies tokens (set on every table swap).
+    pub fn set_in_use(&self, in_use: bool) {
+        self.in_use.store(in_use, Ordering::Relaxed);
     }
 
     pub fn keys(&self) -> &KeySet {

@@ -1,0 +1,207 @@
+//! Hot reload against the real binary: SIGHUP and `--watch` swap the routes under
+//! continuous load with no failed request and a WebSocket held open across; an invalid
+//! file leaves the old routes serving; rate-limit buckets of unchanged routes carry over.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use support::{Gateway, client, config, json, status, upstream};
+use tokio_tungstenite::tungstenite::Message;
+
+fn start(path: &Path, extra: &[&str]) -> Gateway {
+    let mut args = vec!["--services", path.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    Gateway::spawn(&args, &[])
+}
+
+/// Until `path` answers `want` (bounded).
+async fn wait_status(gw: &Gateway, path: &str, want: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = status(gw, path, &[]).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path}: {got}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn scrape(gw: &Gateway) -> String {
+    client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sighup_swaps_routes_under_load_without_a_failure() {
+    let core = upstream::http("core").await;
+    let extra = upstream::http("extra").await;
+    let before = config(&[
+        (
+            "core-service",
+            "/core",
+            core.addr,
+            r#""strip_prefix": true"#,
+        ),
+        ("websocket", "/socket", core.addr, ""),
+    ]);
+    let path = support::write_config(&before);
+    let gw = start(&path, &[]);
+    let hash_before = scrape(&gw).await;
+
+    // A WebSocket held open across the reload.
+    let url = format!("ws://127.0.0.1:{}/socket/websocket", gw.port);
+    let mut ws = support::ws_connect_echoing(&url, "before").await;
+
+    // Continuous load on the route that stays.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), gw.url("/core/x"));
+        workers.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                let good = match c.get(&url).send().await {
+                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if good {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&gw, "/extra/x", &[]).await, 404);
+
+    let after = config(&[
+        (
+            "core-service",
+            "/core",
+            core.addr,
+            r#""strip_prefix": true"#,
+        ),
+        ("websocket", "/socket", core.addr, ""),
+        (
+            "extra-service",
+            "/extra",
+            extra.addr,
+            r#""strip_prefix": true"#,
+        ),
+    ]);
+    std::fs::write(&path, after).unwrap();
+    gw.signal("HUP");
+    wait_status(&gw, "/extra/x", 200, Duration::from_secs(2)).await;
+    let body = json(client().get(gw.url("/extra/x")).send().await.unwrap()).await;
+    assert_eq!(body["service"], "extra");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
+    assert!(ok > 200, "only {ok} requests ran");
+
+    // The WebSocket opened before the reload still echoes.
+    ws.send(Message::text("after")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("after"));
+
+    let metrics = scrape(&gw).await;
+    assert!(
+        metrics.contains(r#"beat_gateway_config_reloads_total{result="ok"} 1"#),
+        "{metrics}"
+    );
+    let info = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("beat_gateway_config_info{"))
+            .map(str::to_owned)
+    };
+    assert_ne!(
+        info(&hash_before),
+        info(&metrics),
+        "config_info follows the file"
+    );
+    assert!(gw.log().contains("config reloaded: 3 routes"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_file_leaves_the_old_routes_serving() {
+    let core = upstream::http("core").await;
+    let path = support::write_config(&config(&[("core-service", "/core", core.addr, "")]));
+    let gw = start(&path, &[]);
+    std::fs::write(
+        &path,
+        config(&[(
+            "core-service",
+            "/core",
+            core.addr,
+            r#""auth": {"mode": "sometimes"}"#,
+        )]),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    let log = gw.wait_for_log("config reload refused");
+    assert!(
+        log.contains("service 'core-service', field 'auth.mode'"),
+        "the log names file, service and field:\n{log}"
+    );
+    assert_eq!(status(&gw, "/core/x", &[]).await, 200);
+    let metrics = scrape(&gw).await;
+    assert!(metrics.contains(r#"beat_gateway_config_reloads_total{result="failed"} 1"#));
+
+    // Auth turned on without the JWT settings is refused too.
+    std::fs::write(
+        &path,
+        config(&[(
+            "core-service",
+            "/core",
+            core.addr,
+            r#""auth": {"mode": "required"}"#,
+        )]),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    gw.wait_for_log("JWKS_URL");
+    assert_eq!(
+        status(&gw, "/core/x", &[]).await,
+        200,
+        "still open: the reload was refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_picks_up_a_changed_file_and_buckets_carry_over() {
+    let core = upstream::http("core").await;
+    let limited = r#""strip_prefix": true, "rate_limit": {"requests_per_second": 0.1, "burst": 2}"#;
+    let path = support::write_config(&config(&[("core-service", "/core", core.addr, limited)]));
+    let gw = start(&path, &["--watch"]);
+    assert_eq!(status(&gw, "/core/x", &[]).await, 200);
+    assert_eq!(status(&gw, "/core/x", &[]).await, 200);
+
+    std::fs::write(
+        &path,
+        config(&[
+            ("core-service", "/core", core.addr, limited),
+            ("more", "/more", core.addr, r#""strip_prefix": true"#),
+        ]),
+    )
+    .unwrap();
+    wait_status(&gw, "/more/x", 200, Duration::from_secs(3)).await;
+    // The unchanged route kept its bucket: still empty.
+    assert_eq!(status(&gw, "/core/x", &[]).await, 429);
+}
