@@ -93,6 +93,7 @@ fn secure_route(services: &[Service]) -> Option<Service> {
         name: "secure-demo".into(),
         host: "secure-demo".into(),
         port: 1,
+        instances: vec![("secure-demo".into(), 1)],
         prefix: SECURE_PREFIX.into(),
         strip_prefix: true,
         skip_prefix: Vec::new(),
@@ -216,6 +217,7 @@ pub fn start(mut services: Vec<Service>) -> std::io::Result<Demo> {
         .map(|mut s| {
             s.port = ports[&(s.host.clone(), s.port)];
             s.host = "127.0.0.1".into();
+            s.instances = vec![(s.host.clone(), s.port)];
             s
         })
         .collect();

@@ -17,7 +17,7 @@ use crate::admin::{self, AdminState};
 use crate::config::Service;
 use crate::edge::auth::{JwksRefresh, Verifier};
 use crate::edge::rate_limit::Redis;
-use crate::live::watch::{Housekeeping, Reloader};
+use crate::live::watch::{HealthWalker, Housekeeping, Reloader};
 use crate::live::{Live, Shared, Source};
 use crate::proxy::Gateway;
 use crate::settings::Settings;
@@ -112,6 +112,10 @@ pub fn build(
     server.add_service(background_service(
         "rate-limit housekeeping",
         Housekeeping(live.clone()),
+    ));
+    server.add_service(background_service(
+        "health checks",
+        HealthWalker(live.clone()),
     ));
     server.add_service(admin::service(
         AdminState { live: live.clone() },

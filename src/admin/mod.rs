@@ -89,16 +89,23 @@ impl AdminApp {
         bool::from(sent.as_bytes().ct_eq(token.as_bytes()))
     }
 
-    /// Services with no instance that takes traffic.
+    /// Services with no instance that takes traffic (and the health metric, refreshed).
     async fn unready(&self) -> Vec<String> {
         let table = self.state.live.current();
         let mut down = Vec::new();
         for (route, upstream) in table.routes.routes().iter().zip(table.upstreams.iter()) {
-            let healthy = upstream.peer().await.is_ok();
-            table
-                .metrics
-                .set_healthy(route.index, upstream.target(), healthy);
-            if !healthy {
+            let instances = upstream.instances().await;
+            for (addr, healthy) in &instances {
+                table
+                    .metrics
+                    .set_healthy(route.index, &addr.to_string(), *healthy);
+            }
+            if instances.is_empty() {
+                table
+                    .metrics
+                    .set_healthy(route.index, upstream.target(), false);
+            }
+            if !instances.iter().any(|(_, healthy)| *healthy) {
                 down.push(route.name.clone());
             }
         }
@@ -109,23 +116,23 @@ impl AdminApp {
         let table = self.state.live.current();
         let mut routes = Vec::new();
         for (route, upstream) in table.routes.routes().iter().zip(table.upstreams.iter()) {
-            let address = upstream.peer().await.ok().and_then(|p| {
-                use pingora_core::upstreams::peer::Peer;
-                p.address().as_inet().map(|a| a.to_string())
-            });
+            let instances: Vec<serde_json::Value> = upstream
+                .instances()
+                .await
+                .into_iter()
+                .map(|(addr, healthy)| json!({"address": addr.to_string(), "healthy": healthy}))
+                .collect();
             routes.push(json!({
                 "name": route.name,
                 "prefix": route.prefix,
                 "strip_prefix": route.strip_prefix,
+                "upstreams": upstream.target(),
+                "lb": format!("{:?}", upstream.balance()),
                 "auth": format!("{:?}", route.auth.mode).to_lowercase(),
                 "rate_limit": route.rate_limit.as_ref().map(|l| json!({
                     "requests_per_second": l.requests_per_second, "burst": l.burst,
                 })),
-                "instances": [{
-                    "target": upstream.target(),
-                    "address": address,
-                    "healthy": address.is_some(),
-                }],
+                "instances": instances,
             }));
         }
         json!({ "routes": routes })

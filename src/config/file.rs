@@ -10,10 +10,15 @@ use serde::Deserialize;
 pub struct ServiceEntry {
     /// Required in the list form; in the map form the key is the name.
     pub name: Option<String>,
-    pub host: String,
+    /// One instance: `host` and `port`; several: `upstreams` instead.
+    pub host: Option<String>,
     /// Signed and wide so that `0`, `-1` and `70000` reach validation and get a clear message
     /// instead of a type error.
-    pub port: i64,
+    pub port: Option<i64>,
+    pub upstreams: Option<Vec<InstanceEntry>>,
+    /// `round_robin` (default), `hash:ip` or `hash:<header>`.
+    pub lb: Option<String>,
+    pub health_check: Option<HealthCheckEntry>,
     pub prefix: String,
     #[serde(default)]
     pub strip_prefix: bool,
@@ -51,6 +56,23 @@ pub struct CorsEntry {
     #[serde(default)]
     pub credentials: bool,
     pub max_age: Option<u64>,
+}
+
+/// One of `"upstreams": [{"host": "core-1", "port": 3000}, ...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceEntry {
+    pub host: String,
+    pub port: i64,
+}
+
+/// `"health_check": {"path": "/health", "interval_ms": 5000, "timeout_ms": 1000}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckEntry {
+    pub path: Option<String>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
 }
 
 /// `"auth": {"mode": "required", "public": ["/health"]}`.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::edge::auth::{Mode, RouteAuth};
 use crate::edge::cors::Policy;
 use crate::edge::rate_limit::{KeyKind, LimitSpec};
+use crate::upstream::{Balance, HealthCheck};
 
 pub use error::{ConfigError, Location};
 
@@ -28,8 +29,13 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     pub name: String,
+    /// The first instance (the only one unless `upstreams` lists several).
     pub host: String,
     pub port: u16,
+    /// Every instance, the first included: `(host, port)`.
+    pub instances: Vec<(String, u16)>,
+    pub balance: Balance,
+    pub health_check: Option<HealthCheck>,
     /// Starts with `/`; never ends with `/` unless it is `/` itself.
     pub prefix: String,
     pub strip_prefix: bool,

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::file::{AuthEntry, RateLimitEntry, ServiceEntry};
+use super::file::{AuthEntry, HealthCheckEntry, RateLimitEntry, ServiceEntry};
 use super::{ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, Service};
 use crate::edge::auth::{Mode, RouteAuth};
 use crate::edge::cors::PolicySpec;
 use crate::edge::rate_limit::LimitSpec;
+use crate::upstream::{Balance, HealthCheck};
 
 /// Longest timeout accepted, so that a typo (an extra zero or three) is caught rather than
 /// turning into connections that hang for days.
@@ -140,11 +141,60 @@ fn entry(
         return Err(fail("name", "must not be empty".into()));
     }
 
-    check_host(&raw.host).map_err(|m| fail("host", m))?;
-    let port = u16::try_from(raw.port)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| fail("port", format!("{} is not a TCP port (1-65535)", raw.port)))?;
+    let instances: Vec<(String, u16)> = match (raw.host, raw.port, raw.upstreams) {
+        (None, None, Some(list)) => {
+            if list.is_empty() {
+                return Err(fail("upstreams", "must list at least one instance".into()));
+            }
+            let mut out = Vec::with_capacity(list.len());
+            for (i, inst) in list.into_iter().enumerate() {
+                let field = format!("upstreams[{i}]");
+                check_host(&inst.host).map_err(|m| fail(&format!("{field}.host"), m))?;
+                let port = tcp_port(inst.port).map_err(|m| fail(&format!("{field}.port"), m))?;
+                if out.iter().any(|(h, p)| *h == inst.host && *p == port) {
+                    return Err(fail(
+                        &field,
+                        format!("{}:{port} is listed twice", inst.host),
+                    ));
+                }
+                out.push((inst.host, port));
+            }
+            out
+        }
+        (_, _, Some(_)) => {
+            return Err(fail(
+                "upstreams",
+                "use either host and port (one instance) or upstreams (several), not both".into(),
+            ));
+        }
+        (None, _, None) => {
+            return Err(ConfigError::service(
+                file,
+                label,
+                None,
+                "missing field `host`",
+            ));
+        }
+        (_, None, None) => {
+            return Err(ConfigError::service(
+                file,
+                label,
+                None,
+                "missing field `port`",
+            ));
+        }
+        (Some(host), Some(port), None) => {
+            check_host(&host).map_err(|m| fail("host", m))?;
+            vec![(host, tcp_port(port).map_err(|m| fail("port", m))?)]
+        }
+    };
+    let (host, port) = instances[0].clone();
+    let balance =
+        Balance::parse(raw.lb.as_deref().unwrap_or("round_robin")).map_err(|m| fail("lb", m))?;
+    let health_check = raw
+        .health_check
+        .map(|h| health_check(h).map_err(|(f, m)| fail(f, m)))
+        .transpose()?;
     check_prefix(&raw.prefix).map_err(|m| fail("prefix", m))?;
     for skip in &raw.skip_prefix {
         check_prefix(skip).map_err(|m| fail("skip_prefix", m))?;
@@ -193,8 +243,11 @@ fn entry(
         cors,
         rate_limit,
         name,
-        host: raw.host,
+        host,
         port,
+        instances,
+        balance,
+        health_check,
         prefix: raw.prefix,
         strip_prefix: raw.strip_prefix,
         skip_prefix: raw.skip_prefix,
@@ -253,6 +306,52 @@ fn route_auth(a: AuthEntry) -> Result<RouteAuth, (&'static str, String)> {
     Ok(RouteAuth {
         mode,
         public: a.public,
+    })
+}
+
+fn tcp_port(port: i64) -> Result<u16, String> {
+    u16::try_from(port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{port} is not a TCP port (1-65535)"))
+}
+
+fn health_check(h: HealthCheckEntry) -> Result<HealthCheck, (&'static str, String)> {
+    if let Some(path) = &h.path
+        && (!path.starts_with('/')
+            || path
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control()))
+    {
+        return Err((
+            "health_check.path",
+            format!("'{path}' is not a path (it starts with '/', no spaces)"),
+        ));
+    }
+    let interval = match h.interval_ms {
+        None => HealthCheck::DEFAULT_INTERVAL,
+        Some(ms) if (100..=MAX_TIMEOUT_MS).contains(&ms) => Duration::from_millis(ms),
+        Some(ms) => {
+            return Err((
+                "health_check.interval_ms",
+                format!("{ms} is not from 100 to {MAX_TIMEOUT_MS}"),
+            ));
+        }
+    };
+    let timeout = match h.timeout_ms {
+        None => HealthCheck::DEFAULT_TIMEOUT.min(interval),
+        Some(ms) if ms >= 1 && Duration::from_millis(ms) <= interval => Duration::from_millis(ms),
+        Some(ms) => {
+            return Err((
+                "health_check.timeout_ms",
+                format!("{ms} must be at least 1 and at most interval_ms"),
+            ));
+        }
+    };
+    Ok(HealthCheck {
+        path: h.path,
+        interval,
+        timeout,
     })
 }
 

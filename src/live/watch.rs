@@ -94,3 +94,34 @@ impl BackgroundService for Housekeeping {
         }
     }
 }
+
+/// How often the health walker visits the live table's upstreams.
+const WALK_EVERY: Duration = Duration::from_millis(250);
+
+/// Health checks and re-discovery for every upstream of the live table: one walker, so
+/// routes added by a reload are checked too. Each upstream's visit runs on its own task
+/// (a slow check does not hold the others) and never overlaps the previous one.
+pub struct HealthWalker(pub Arc<Live>);
+
+#[async_trait]
+impl BackgroundService for HealthWalker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            let table = self.0.current();
+            for (route, upstream) in table.routes.routes().iter().zip(table.upstreams.iter()) {
+                let (upstream, metrics, index) =
+                    (upstream.clone(), table.metrics.clone(), route.index);
+                tokio::spawn(async move {
+                    upstream.tick().await;
+                    for (addr, healthy) in upstream.instances().await {
+                        metrics.set_healthy(index, &addr.to_string(), healthy);
+                    }
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(WALK_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -38,6 +38,8 @@ pub struct RequestCtx {
     pub http10: bool,
     /// The address the request was sent to.
     pub upstream_addr: Option<SocketAddr>,
+    /// Instances whose connect failed for this request (a retry goes elsewhere).
+    pub tried: Vec<SocketAddr>,
     /// Why the gateway answered itself (a refusal), for the access line.
     pub refusal: Option<Cow<'static, str>>,
     /// The client sent identity headers (removed before forwarding).
@@ -73,6 +75,7 @@ impl Default for RequestCtx {
             forwarded_for: false,
             http10: false,
             upstream_addr: None,
+            tried: Vec::new(),
             refusal: None,
             identity_headers: false,
             identity: None,

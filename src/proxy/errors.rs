@@ -11,6 +11,20 @@ use super::request_id::RequestId;
 
 /// The upstream's name did not resolve (our resolver, before any connect).
 pub const RESOLVE_FAILED: ErrorType = ErrorType::new("ResolveFailed");
+/// The route has instances, none of them healthy: 503 at once, no connect tried.
+pub const NO_HEALTHY_INSTANCE: ErrorType = ErrorType::new("NoHealthyInstance");
+
+/// The error for a request that got no peer.
+pub fn from_peer_error(e: crate::upstream::PeerError) -> Box<Error> {
+    use crate::upstream::PeerError;
+    let etype = match e {
+        PeerError::NoneHealthy(_) => NO_HEALTHY_INSTANCE,
+        _ => RESOLVE_FAILED,
+    };
+    let mut err = Error::explain(etype, e.to_string());
+    err.as_up();
+    err
+}
 
 /// What the client gets for an error: a status and the message of the JSON body. Status 0:
 /// there is nobody to answer (the client left, or its connection broke).
@@ -39,6 +53,7 @@ pub fn classify(e: &Error) -> Reply {
         (ErrorSource::Downstream, ConnectionClosed | ReadError | WriteError) => reply(0, ""),
         (ErrorSource::Downstream, _) => reply(400, "invalid request"),
         (_, ConnectTimedout | ReadTimedout | WriteTimedout) => UPSTREAM_TIMEOUT,
+        (_, t) if *t == NO_HEALTHY_INSTANCE => reply(503, "no healthy instance"),
         (ErrorSource::Internal, InternalError) => reply(500, "internal error"),
         _ => UPSTREAM_UNAVAILABLE,
     }
@@ -56,6 +71,7 @@ pub fn upstream_error_kind(e: &Error) -> Option<&'static str> {
         ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
         | TLSHandshakeFailure => Some("connect"),
         _ if e.etype() == &RESOLVE_FAILED => Some("connect"),
+        _ if e.etype() == &NO_HEALTHY_INSTANCE => None,
         _ => Some("reset"),
     }
 }

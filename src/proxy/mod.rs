@@ -186,17 +186,33 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let upstream = self.upstream(ctx)?;
-        let peer = upstream.peer().await.map_err(|e| {
-            let mut e = Error::explain(errors::RESOLVE_FAILED, e.to_string());
-            e.as_up();
-            e
-        })?;
+        let key = selection_key(session, upstream.balance());
+        let peer = upstream
+            .peer(&key, &ctx.tried)
+            .await
+            .map_err(errors::from_peer_error)?;
         ctx.upstream_addr = peer.address().as_inet().copied();
         Ok(peer)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Ok(upstream) = self.upstream(ctx) {
+            upstream.connected(ctx.upstream_addr);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -282,10 +298,16 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         e: Box<Error>,
     ) -> Box<Error> {
-        // One instance per route: there is nowhere else to try, so no retry; the name is
-        // looked up again for the next request.
+        // Nothing was sent: any method may go to another instance, once.
+        let mut e = e;
         if let Ok(upstream) = self.upstream(ctx) {
-            upstream.connect_failed();
+            upstream.connect_failed(ctx.upstream_addr);
+            if let Some(addr) = ctx.upstream_addr {
+                ctx.tried.push(addr);
+            }
+            if ctx.tried.len() == 1 && upstream.has_other(ctx.upstream_addr, &ctx.tried) {
+                e.set_retry(true);
+            }
         }
         e
     }
@@ -477,6 +499,29 @@ async fn refuse(
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
+}
+
+/// What hash balancing hashes: the client address, or a header's value (the address when
+/// absent); nothing for round robin.
+fn selection_key(session: &Session, balance: &crate::upstream::Balance) -> Vec<u8> {
+    use crate::upstream::Balance;
+    let ip = || {
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string().into_bytes())
+            .unwrap_or_default()
+    };
+    match balance {
+        Balance::RoundRobin => Vec::new(),
+        Balance::HashIp => ip(),
+        Balance::HashHeader(name) => session
+            .req_header()
+            .headers
+            .get(name)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_else(ip),
+    }
 }
 
 /// What the edge filters add to every response of a request, the gateway's own included:

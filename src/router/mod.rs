@@ -19,6 +19,7 @@ use crate::config::Service;
 use crate::edge::auth::RouteAuth;
 use crate::edge::cors::Policy;
 use crate::edge::rate_limit::LimitSpec;
+use crate::upstream::{Balance, HealthCheck};
 
 /// One route, with everything a request needs precomputed at load time.
 #[derive(Debug)]
@@ -33,6 +34,10 @@ pub struct Route {
     pub api_prefix: Option<String>,
     pub host: String,
     pub port: u16,
+    /// Every instance, `(host, port)`; the first is `host:port`.
+    pub instances: Vec<(String, u16)>,
+    pub balance: Balance,
+    pub health_check: Option<HealthCheck>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub auth: RouteAuth,
@@ -67,6 +72,9 @@ impl RouteTable {
                 skip_prefix: s.skip_prefix,
                 host: s.host,
                 port: s.port,
+                instances: s.instances,
+                balance: s.balance,
+                health_check: s.health_check,
                 connect_timeout: s.connect_timeout,
                 read_timeout: s.read_timeout,
                 auth: s.auth,

@@ -32,7 +32,7 @@ struct Answer {
     at: Instant,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Resolver {
     inner: Arc<Inner>,
 }
@@ -104,6 +104,26 @@ impl Resolver {
                 Err(e)
             }
         }
+    }
+
+    /// Every address the name has: the cached answer, or a lookup when there is none yet.
+    pub async fn addresses(&self) -> Result<Vec<SocketAddr>, ResolveError> {
+        if let Some(addr) = self.inner.fixed {
+            return Ok(vec![addr]);
+        }
+        if let Some(answer) = self.inner.answer.load_full() {
+            if answer.at.elapsed() >= REFRESH_AFTER {
+                self.refresh_soon();
+            }
+            return Ok(answer.addrs.clone());
+        }
+        self.address().await?;
+        Ok(self
+            .inner
+            .answer
+            .load_full()
+            .map(|a| a.addrs.clone())
+            .unwrap_or_default())
     }
 
     /// Start a background lookup unless one is already running.

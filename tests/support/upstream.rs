@@ -57,6 +57,11 @@ pub fn hex(bytes: &[u8]) -> String {
 /// sha256 of what it read; `GET /slow/{ms}` answers after ms milliseconds; `GET /chunked`
 /// sends three chunks with pauses; `POST /mirror` streams the request body back.
 pub async fn http(name: &str) -> Server {
+    http_on(name, "127.0.0.1:0").await
+}
+
+/// [`http`] on a given address (to bring an instance back where it was).
+pub async fn http_on(name: &str, addr: &str) -> Server {
     let app = Router::new()
         .route("/big/{n}", get(big))
         .route("/upload", post(upload))
@@ -67,7 +72,7 @@ pub async fn http(name: &str) -> Server {
             post(|req: Request| async move { Body::new(req.into_body()) }),
         )
         .merge(beat_gateway::demo::echo_app(name));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
         .expect("bind upstream");
     let addr = listener.local_addr().expect("upstream addr");
