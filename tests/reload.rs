@@ -205,3 +205,81 @@ async fn watch_picks_up_a_changed_file_and_buckets_carry_over() {
     // The unchanged route kept its bucket: still empty.
     assert_eq!(status(&gw, "/core/x", &[]).await, 429);
 }
+
+/// Pingora's graceful binary upgrade: a new process started with `-u` takes the listening
+/// sockets from the old one, which gets SIGQUIT and finishes its requests; clients in a
+/// loop across the hand-over see no failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_upgrade_drops_nothing() {
+    let core = upstream::http("core").await;
+    let path = support::write_config(&config(&[("core-service", "/core", core.addr, "")]));
+    let conf = support::temp_path("pingora.yaml");
+    let sock = support::temp_path("upgrade.sock");
+    std::fs::write(
+        &conf,
+        format!(
+            "---\nversion: 1\nupgrade_sock: {}\npid_file: {}\n",
+            sock.display(),
+            support::temp_path("gw.pid").display()
+        ),
+    )
+    .unwrap();
+    let services = path.to_str().unwrap();
+    let conf = conf.to_str().unwrap();
+    let mut old = Gateway::spawn(&["--services", services, "-c", conf], &[]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, url) =
+            (stop.clone(), ok.clone(), failed.clone(), old.url("/core/x"));
+        workers.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                let good = match c.get(&url).send().await {
+                    Ok(r) => {
+                        let st = r.status();
+                        let ok = st == 200 && r.bytes().await.is_ok();
+                        if !ok {
+                            eprintln!("upgrade: status {st}");
+                        }
+                        ok
+                    }
+                    Err(e) => {
+                        eprintln!("upgrade: {e:?}");
+                        false
+                    }
+                };
+                if good {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new process, on the same ports (it waits for the old one's sockets).
+    let new = Gateway::spawn_on(
+        old.port,
+        old.admin_port,
+        &["--services", services, "-c", conf, "-u"],
+        &[],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    old.signal("QUIT");
+    assert!(
+        old.wait_exit(Duration::from_secs(10)).is_some(),
+        "the old process did not exit"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
+    assert!(ok > 50, "only {ok} requests ran");
+    assert_eq!(status(&new, "/core/x", &[]).await, 200);
+}

@@ -181,6 +181,7 @@ impl ProxyHttp for Gateway {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.keepalive_seconds));
         }
+        close_if_shutting_down(session);
         Ok(false)
     }
 
@@ -287,6 +288,7 @@ impl ProxyHttp for Gateway {
             response.remove_header(&http::header::TRANSFER_ENCODING);
             session.set_keepalive(None);
         }
+        close_if_shutting_down(session);
         decorate(response, ctx)?;
         headers::set_client_headers(response, &ctx.request_id)
     }
@@ -499,6 +501,16 @@ async fn refuse(
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
+}
+
+/// During a graceful shutdown or upgrade, answers say `Connection: close`: a client that
+/// reused the connection after its answer could race Pingora closing it (idle
+/// connections are closed when shutdown begins) and see a reset instead of moving to the
+/// new process.
+fn close_if_shutting_down(session: &mut Session) {
+    if session.is_process_shutting_down() {
+        session.set_keepalive(None);
+    }
 }
 
 /// What hash balancing hashes: the client address, or a header's value (the address when

@@ -97,9 +97,17 @@ impl Gateway {
 
     /// Start the binary with `args`, wait until it accepts connections.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        Self::spawn_with_ports(None, args, env)
+    }
+
+    /// Start the binary on given ports (a graceful upgrade's new process).
+    pub fn spawn_on(port: u16, admin_port: u16, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        Self::spawn_with_ports(Some((port, admin_port)), args, env)
+    }
+
+    fn spawn_with_ports(ports: Option<(u16, u16)>, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         for _ in 0..5 {
-            let port = free_port();
-            let admin_port = free_port();
+            let (port, admin_port) = ports.unwrap_or_else(|| (free_port(), free_port()));
             let log_path = temp_path("gateway.log");
             let log = std::fs::File::create(&log_path).expect("log file");
             let mut cmd = Command::new(BIN);

@@ -80,6 +80,9 @@ use pingora_error::{Error, ErrorSource, ErrorType::*, OrErr, Result};
 
 const TASK_BUFFER_SIZE: usize = 4;
 
+/// How long an idle keep-alive connection may still bring a request once shutdown began.
+const SHUTDOWN_IDLE_DRAIN: Duration = Duration::from_millis(500);
+
 /// Caps per-proxy padding and one-time shutdown fan-out on very large hosts.
 const MAX_SHUTDOWN_NOTIFY_SHARDS: usize = 256;
 
@@ -340,8 +343,16 @@ where
             biased; // biased select is cheaper, and we don't want to drop already buffered requests
             res = downstream_session.read_request() => { res }
             _ = self.await_shutdown() => {
-                // service shutting down, dropping the connection to stop more req from coming in
-                return None;
+                // service shutting down: a request may already be on its way on this idle
+                // connection (closing now would answer it with a reset). Wait a moment for
+                // one; it is served with keep-alive off, then the connection closes.
+                match time::timeout(SHUTDOWN_IDLE_DRAIN, downstream_session.read_request()).await {
+                    Ok(res) => {
+                        downstream_session.set_keepalive(None);
+                        res
+                    }
+                    Err(_) => return None,
+                }
             }
         };
         match res {
