@@ -8,8 +8,9 @@
 //! name has is an instance (compose `--scale` gives one name several), and the last good
 //! answer keeps serving when a lookup fails. Selection is round robin, or Ketama
 //! consistent hashing on the client address or a header. An instance is out while its
-//! active health check fails (HTTP `GET path`, or a TCP connect) and, passively, for
-//! [`EJECT_FOR`] after [`EJECT_AFTER`] consecutive failed connects. The peer is built once
+//! active health check fails (HTTP `GET path`, or a TCP connect) and, passively, after
+//! [`EJECT_AFTER`] consecutive failed connects: until its health check passes again, or
+//! for [`EJECT_FOR`] when it has none. The peer is built once
 //! per route, with the route's timeouts, and cloned per request with the chosen address.
 
 mod resolve;
@@ -437,7 +438,21 @@ impl Upstream {
             if let Ok(mut at) = self.last_check.lock() {
                 *at = Some(Instant::now());
             }
-            self.selector.backends().run_health_check(true).await;
+            let backends = self.selector.backends();
+            backends.run_health_check(true).await;
+            // An instance that passes its check again is back, passive ejection or not.
+            if self.passive_len.load(Ordering::Relaxed) > 0
+                && let Ok(mut p) = self.passive.write()
+            {
+                for b in backends.get_backend().iter() {
+                    if let Some(addr) = b.addr.as_inet()
+                        && backends.ready(b)
+                    {
+                        p.failures.remove(addr);
+                    }
+                }
+                self.passive_len.store(p.failures.len(), Ordering::Relaxed);
+            }
         }
         self.busy.store(false, Ordering::Release);
     }
