@@ -330,6 +330,34 @@ async fn a_retried_request_goes_to_the_service_rewritten_again() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_request_with_a_body_is_never_sent_twice() {
+    // The same dying pooled connection, under an idempotent PUT with a body: the service
+    // may have acted on it, and the body is gone, so the gateway answers 502 instead of
+    // sending it again.
+    let (up, mut seen) = upstream::dies_on_reuse().await;
+    let gw = support::core_route(up.addr);
+    let (mut sock, mut r) = connect(&gw);
+    write!(sock, "GET /core/one HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert_eq!(read_reply(&mut r, false).status(), 200);
+    write!(
+        sock,
+        "PUT /core/two HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    .unwrap();
+    let reply = read_reply(&mut r, false);
+    assert_eq!(reply.status(), 502, "{}", reply.head);
+    let mut lines = Vec::new();
+    while let Ok(line) = seen.try_recv() {
+        lines.push(line);
+    }
+    assert_eq!(
+        lines,
+        ["GET /one HTTP/1.1", "PUT /two HTTP/1.1"],
+        "sent once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn response_framing_from_the_service_is_normalised() {
     // Both Transfer-Encoding and Content-Length: the chunked coding wins and the length
     // is not passed on; the body ends where the chunks do.

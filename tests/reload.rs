@@ -43,6 +43,67 @@ async fn scrape(gw: &Gateway) -> String {
         .unwrap()
 }
 
+/// Clients requesting `url` back to back until stopped, counting answers that were not a
+/// complete 200 (each printed, for a failing run).
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let workers = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed, url) =
+                    (stop.clone(), ok.clone(), failed.clone(), url.clone());
+                tokio::spawn(async move {
+                    let c = client();
+                    while !stop.load(Ordering::Relaxed) {
+                        let good = match c.get(&url).send().await {
+                            Ok(r) => {
+                                let st = r.status();
+                                let complete = st == 200 && r.bytes().await.is_ok();
+                                if !complete {
+                                    eprintln!("load: status {st}");
+                                }
+                                complete
+                            }
+                            Err(e) => {
+                                eprintln!("load: {e:?}");
+                                false
+                            }
+                        };
+                        let counter = if good { &ok } else { &failed };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            workers,
+        }
+    }
+
+    /// Stop; (complete 200s, failures).
+    async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sighup_swaps_routes_under_load_without_a_failure() {
     let core = upstream::http("core").await;
@@ -65,26 +126,7 @@ async fn sighup_swaps_routes_under_load_without_a_failure() {
     let mut ws = support::ws_connect_echoing(&url, "before").await;
 
     // Continuous load on the route that stays.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut workers = Vec::new();
-    for _ in 0..8 {
-        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), gw.url("/core/x"));
-        workers.push(tokio::spawn(async move {
-            let c = client();
-            while !stop.load(Ordering::Relaxed) {
-                let good = match c.get(&url).send().await {
-                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                if good {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
+    let load = Load::start(gw.url("/core/x"), 8);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(status(&gw, "/extra/x", &[]).await, 404);
 
@@ -109,11 +151,7 @@ async fn sighup_swaps_routes_under_load_without_a_failure() {
     let body = json(client().get(gw.url("/extra/x")).send().await.unwrap()).await;
     assert_eq!(body["service"], "extra");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.stop().await;
     assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
     assert!(ok > 200, "only {ok} requests ran");
 
@@ -228,37 +266,7 @@ async fn a_graceful_upgrade_drops_nothing() {
     let conf = conf.to_str().unwrap();
     let mut old = Gateway::spawn(&["--services", services, "-c", conf], &[]);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failed, url) =
-            (stop.clone(), ok.clone(), failed.clone(), old.url("/core/x"));
-        workers.push(tokio::spawn(async move {
-            let c = client();
-            while !stop.load(Ordering::Relaxed) {
-                let good = match c.get(&url).send().await {
-                    Ok(r) => {
-                        let st = r.status();
-                        let ok = st == 200 && r.bytes().await.is_ok();
-                        if !ok {
-                            eprintln!("upgrade: status {st}");
-                        }
-                        ok
-                    }
-                    Err(e) => {
-                        eprintln!("upgrade: {e:?}");
-                        false
-                    }
-                };
-                if good {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
+    let load = Load::start(old.url("/core/x"), 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The new process, on the same ports (it waits for the old one's sockets).
     let new = Gateway::spawn_on(
@@ -274,11 +282,7 @@ async fn a_graceful_upgrade_drops_nothing() {
         "the old process did not exit"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.stop().await;
     assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
     assert!(ok > 50, "only {ok} requests ran");
     assert_eq!(status(&new, "/core/x", &[]).await, 200);

@@ -314,6 +314,34 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// After bytes went upstream, only an idempotent request without a body may be sent
+    /// again (Pingora's default also retries small bodies it buffered); a retry goes to
+    /// another instance when there is one.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent() && session.is_body_empty();
+        if replayable {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        if e.retry()
+            && let Ok(upstream) = self.upstream(ctx)
+            && upstream.has_other(ctx.upstream_addr, &ctx.tried)
+            && let Some(addr) = ctx.upstream_addr
+        {
+            ctx.tried.push(addr);
+        }
+        e
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
