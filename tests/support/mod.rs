@@ -150,7 +150,9 @@ impl Gateway {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // Both listeners: Pingora starts its services one after the other.
+            let up = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if up(self.port) && up(self.admin_port) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
