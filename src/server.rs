@@ -99,7 +99,7 @@ pub fn build(
         redis,
         trusted_proxies: settings.trusted_proxies.clone().into(),
         jwt_missing: settings.jwt_missing.clone(),
-        verifier: verifier.clone(),
+        verifier,
     };
     let live = Live::new(services, config_hash, source, shared).map_err(anyhow::Error::msg)?;
     server.add_service(background_service(
@@ -125,7 +125,6 @@ pub fn build(
     let gateway = Gateway::new(
         live,
         Duration::from_secs(settings.keepalive_seconds),
-        verifier,
         settings.cors.clone(),
     );
     let mut options = HttpServerOptions::default();

@@ -380,6 +380,15 @@ mod tests {
         Settings::resolve(None, |k| map.get(k).cloned())
     }
 
+    /// `vars` are refused with a message that starts by naming `var`.
+    fn refused_naming(vars: &[(&str, &str)], var: &str) {
+        let e = with(vars).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("environment variable {var}=")),
+            "{e}"
+        );
+    }
+
     #[test]
     fn defaults() {
         let s = with(&[]).unwrap();
@@ -430,11 +439,7 @@ mod tests {
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("TRUSTED_PROXIES", "proxy.internal"),
         ] {
-            let e = with(&[(var, value)]).unwrap_err().to_string();
-            assert!(
-                e.starts_with(&format!("environment variable {var}=")),
-                "{e}"
-            );
+            refused_naming(&[(var, value)], var);
         }
     }
 
@@ -464,11 +469,7 @@ mod tests {
                 "CORS_MAX_AGE",
             ),
         ] {
-            let e = with(vars).unwrap_err().to_string();
-            assert!(
-                e.starts_with(&format!("environment variable {var}=")),
-                "{e}"
-            );
+            refused_naming(vars, var);
         }
     }
 
@@ -542,11 +543,7 @@ mod tests {
         );
         for var in ["PROXY_KEEPALIVE_SECONDS", "PROXY_HEADER_TIMEOUT_SECONDS"] {
             for value in ["0", "-1", "1.5", "90000", "soon"] {
-                let e = with(&[(var, value)]).unwrap_err().to_string();
-                assert!(
-                    e.starts_with(&format!("environment variable {var}=")),
-                    "{e}"
-                );
+                refused_naming(&[(var, value)], var);
             }
         }
         for (var, value) in [
@@ -555,11 +552,7 @@ mod tests {
             ("JWT_LEEWAY_SECONDS", "-3"),
             ("JWKS_REFRESH_SECONDS", "0"),
         ] {
-            let e = with(&[(var, value)]).unwrap_err().to_string();
-            assert!(
-                e.starts_with(&format!("environment variable {var}=")),
-                "{e}"
-            );
+            refused_naming(&[(var, value)], var);
         }
         assert!(
             with(&[("LOG_FORMAT", "xml")])

@@ -45,7 +45,7 @@ pub use ctx::RequestCtx;
 use errors::Reply;
 
 use crate::admin::metrics;
-use crate::edge::auth::{self, Mode, Rejected, Verifier};
+use crate::edge::auth::{self, Mode, Rejected};
 use crate::edge::cors::{self, Decision, Policy};
 use crate::live::{Live, Table};
 use crate::upstream::Upstream;
@@ -57,23 +57,15 @@ pub struct Gateway {
     live: Arc<Live>,
     /// A client connection with no request for this long is closed (seconds).
     keepalive_seconds: u64,
-    /// Verifies tokens for routes with auth on (present whenever one is).
-    verifier: Option<Arc<Verifier>>,
     /// The CORS policy of routes without their own, and of requests no route matched.
     global_cors: Option<Arc<Policy>>,
 }
 
 impl Gateway {
-    pub fn new(
-        live: Arc<Live>,
-        keepalive: Duration,
-        verifier: Option<Arc<Verifier>>,
-        global_cors: Option<Policy>,
-    ) -> Self {
+    pub fn new(live: Arc<Live>, keepalive: Duration, global_cors: Option<Policy>) -> Self {
         Gateway {
             live,
             keepalive_seconds: keepalive.as_secs().max(1),
-            verifier,
             global_cors: global_cors.map(Arc::new),
         }
     }
@@ -154,10 +146,7 @@ impl ProxyHttp for Gateway {
         }
         let table = self.table(ctx);
         if let Some(route) = ctx.route.filter(|&r| table.limits.limits(r)) {
-            let peer = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip());
+            let peer = client_ip(session);
             let user = ctx.identity.as_ref().map(|i| i.user_id.as_str());
             let outcome = table
                 .limits
@@ -250,10 +239,7 @@ impl ProxyHttp for Gateway {
                 upstream_request.remove_header("tracestate");
             }
         }
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let client_ip = client_ip(session);
         headers::set_forwarding(
             upstream_request,
             client_ip,
@@ -481,7 +467,7 @@ impl Gateway {
             };
         };
         // Startup refuses routes with auth on when there is no verifier.
-        let verifier = self.verifier.as_ref().ok_or_else(|| {
+        let verifier = self.live.shared().verifier.as_ref().ok_or_else(|| {
             Unauthorized::Invalid(Rejected::new("no_verifier", "no JWT settings"))
         })?;
         let identity = verifier
@@ -541,15 +527,21 @@ fn close_if_shutting_down(session: &mut Session) {
     }
 }
 
+/// The client's address (`None` for a Unix-socket peer).
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
 /// What hash balancing hashes: the client address, or a header's value (the address when
 /// absent); nothing for round robin.
 fn selection_key(session: &Session, balance: &crate::upstream::Balance) -> Vec<u8> {
     use crate::upstream::Balance;
     let ip = || {
-        session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string().into_bytes())
+        client_ip(session)
+            .map(|ip| ip.to_string().into_bytes())
             .unwrap_or_default()
     };
     match balance {
