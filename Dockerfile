@@ -27,7 +27,7 @@ ENV PROXY_HOST=0.0.0.0 \
     PROXY_GRACE_SECONDS=3 \
     RUST_LOG=info
 USER 10001:10001
-EXPOSE 9000
+EXPOSE 9000 9443
 # SIGTERM: stop accepting, let in-flight requests finish for PROXY_GRACE_SECONDS, exit.
 STOPSIGNAL SIGTERM
 # Ready = the admin listener's /readyz answers 200 (the binary asks it itself: no curl here).

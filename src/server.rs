@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::ListenerConfig;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -17,6 +18,7 @@ use crate::admin::{self, AdminState};
 use crate::config::Service;
 use crate::edge::auth::{JwksRefresh, Verifier};
 use crate::edge::rate_limit::Redis;
+use crate::edge::tls::Certificate;
 use crate::live::watch::{HealthWalker, Housekeeping, Reloader};
 use crate::live::{Live, Shared, Source};
 use crate::proxy::Gateway;
@@ -27,8 +29,8 @@ const SHUTDOWN_TIMEOUT_SECONDS: u64 = 2;
 /// The listener's write buffer: one TCP segment on loopback's and most paths' MSS.
 const WRITE_BUFFER: usize = 1460;
 
-/// Build the server; the caller runs it. Errors: Pingora's own config file, or the listen
-/// address is unavailable.
+/// Build the server; the caller runs it. Errors: Pingora's own config file, a listen
+/// address is unavailable, or the TLS certificate does not load.
 pub fn build(
     settings: &Settings,
     mut opt: Opt,
@@ -69,11 +71,19 @@ pub fn build(
     // the process alive without a listener. Find out first and refuse to start instead.
     // (On a graceful upgrade, -u, the old process hands its socket over: skip the probe.)
     if !opt.upgrade {
-        for addr in [settings.listen_addr(), settings.admin_addr()] {
+        let listeners = [settings.listen_addr(), settings.admin_addr()];
+        for addr in listeners.into_iter().chain(settings.tls_addr()) {
             std::net::TcpListener::bind(&addr)
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         }
     }
+
+    // Read and checked before anything starts: a bad file is a startup error, not a panic
+    // in Pingora's listener.
+    let certificate = match &settings.tls {
+        Some(tls) => Some(Certificate::load(&tls.cert, &tls.key).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
@@ -107,6 +117,7 @@ pub fn build(
         Reloader {
             live: live.clone(),
             watch,
+            certificate: certificate.clone(),
         },
     ));
     server.add_service(background_service(
@@ -122,10 +133,12 @@ pub fn build(
         &settings.admin_addr(),
         settings.admin_token.clone(),
     ));
+    let hsts = settings.tls.as_ref().and_then(|tls| tls.hsts_seconds);
     let gateway = Gateway::new(
         live,
         Duration::from_secs(settings.keepalive_seconds),
         settings.cors.clone(),
+        hsts,
     );
     let mut options = HttpServerOptions::default();
     // CONNECT reaches `request_filter`, which refuses it with the gateway's JSON 405
@@ -136,6 +149,8 @@ pub fn build(
     // A new connection waits for its first request as long as a kept-alive one waits for
     // its next (Pingora's fixed 60 s otherwise).
     options.h1_first_request_idle_seconds = Some(settings.keepalive_seconds);
+    // An HTTP/2 connection with no stream open for as long is closed too.
+    options.h2_idle_timeout = Some(Duration::from_secs(settings.keepalive_seconds));
     let mut proxy = ProxyServiceBuilder::new(&server.configuration, gateway)
         .name("beat-gateway")
         .server_options(options)
@@ -153,6 +168,20 @@ pub fn build(
         ListenerConfig::tcp(settings.listen_addr())
             .l4_buffer(L4BufferSettings::new(0, WRITE_BUFFER)),
     );
+    if let (Some(certificate), Some(addr)) = (certificate, settings.tls_addr()) {
+        proxy.add_listener(ListenerConfig::tcp(addr).tls(tls_settings(certificate)?));
+    }
     server.add_service(proxy);
     Ok(server)
+}
+
+/// The TLS listener: the certificate from our reloadable resolver, HTTP/2 preferred and
+/// HTTP/1.1 allowed by ALPN, TLS 1.2 and 1.3 (Pingora's rustls defaults).
+fn tls_settings(certificate: Arc<Certificate>) -> anyhow::Result<TlsSettings> {
+    // The paths are unused: the resolver supplies the certificate.
+    let mut tls =
+        TlsSettings::intermediate("", "").map_err(|e| anyhow::anyhow!("TLS listener: {e}"))?;
+    tls.set_cert_resolver(certificate);
+    tls.enable_h2();
+    Ok(tls)
 }

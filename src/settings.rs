@@ -26,6 +26,11 @@ pub const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 30;
 /// The admin listener: loopback unless told otherwise, never the public port.
 pub const DEFAULT_ADMIN_HOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 pub const DEFAULT_ADMIN_PORT: u16 = 9091;
+/// The TLS listener's port, when a certificate is given.
+pub const DEFAULT_TLS_PORT: u16 = 9443;
+/// Longest `Strict-Transport-Security` max-age accepted: two years, what the HSTS preload
+/// list asks for.
+pub const MAX_HSTS_SECONDS: u64 = 2 * 365 * 86_400;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,6 +100,20 @@ pub struct Settings {
     pub admin_port: u16,
     /// Required off loopback: a bearer token for every admin path but `/healthz`.
     pub admin_token: Option<String>,
+    /// The TLS listener, when `PROXY_TLS_CERT` and `PROXY_TLS_KEY` are set.
+    pub tls: Option<TlsListener>,
+}
+
+/// A TLS listener (HTTP/1.1 and HTTP/2 by ALPN) beside the plain one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    pub port: u16,
+    /// `Strict-Transport-Security: max-age=N` on every TLS response, when set.
+    pub hsts_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -269,7 +288,9 @@ impl Settings {
                 _ => return Err(bad(kv, "a TCP port from 1 to 65535, not PROXY_PORT")),
             },
         };
+        let tls = tls_listener(&get, port, admin_port)?;
         Ok(Settings {
+            tls,
             admin_host,
             admin_port,
             admin_token,
@@ -299,6 +320,79 @@ impl Settings {
     pub fn listen_addr(&self) -> String {
         std::net::SocketAddr::new(self.host, self.port).to_string()
     }
+
+    /// The TLS listener's address, when there is one (same host as the plain one).
+    pub fn tls_addr(&self) -> Option<String> {
+        let tls = self.tls.as_ref()?;
+        Some(std::net::SocketAddr::new(self.host, tls.port).to_string())
+    }
+}
+
+/// `PROXY_TLS_CERT` and `PROXY_TLS_KEY` (both or neither), `PROXY_TLS_PORT`,
+/// `PROXY_HSTS_SECONDS`. The last two without a certificate would do nothing: refused, so
+/// an operator who believes TLS is on learns it is not.
+fn tls_listener(
+    get: &dyn Fn(&'static str) -> Option<(&'static str, String)>,
+    port: u16,
+    admin_port: u16,
+) -> Result<Option<TlsListener>, SettingsError> {
+    let bad = |(var, value): (&'static str, String), expected: &str| SettingsError {
+        var,
+        value,
+        expected: expected.to_owned(),
+    };
+    let (cert, key) = match (get("PROXY_TLS_CERT"), get("PROXY_TLS_KEY")) {
+        (Some((_, cert)), Some((_, key))) => (cert, key),
+        (Some(kv), None) => return Err(bad(kv, "set PROXY_TLS_KEY too (the certificate's key)")),
+        (None, Some(kv)) => return Err(bad(kv, "set PROXY_TLS_CERT too (the key's certificate)")),
+        (None, None) => {
+            for var in ["PROXY_TLS_PORT", "PROXY_HSTS_SECONDS"] {
+                if let Some(kv) = get(var) {
+                    return Err(bad(
+                        kv,
+                        "only applies to the TLS listener: set PROXY_TLS_CERT and PROXY_TLS_KEY",
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+    };
+    let tls_port = match get("PROXY_TLS_PORT") {
+        None => DEFAULT_TLS_PORT,
+        Some(kv) => match kv.1.trim().parse::<u16>() {
+            Ok(p) if p != 0 && p != port && p != admin_port => p,
+            _ => {
+                return Err(bad(
+                    kv,
+                    "a TCP port from 1 to 65535, not PROXY_PORT or ADMIN_PORT",
+                ));
+            }
+        },
+    };
+    if tls_port == port || tls_port == admin_port {
+        return Err(bad(
+            ("PROXY_TLS_PORT", tls_port.to_string()),
+            "a port of its own: PROXY_PORT or ADMIN_PORT uses it (set PROXY_TLS_PORT)",
+        ));
+    }
+    let hsts_seconds = match get("PROXY_HSTS_SECONDS") {
+        None => None,
+        Some(kv) => match kv.1.trim().parse::<u64>() {
+            Ok(n) if n <= MAX_HSTS_SECONDS => Some(n),
+            _ => {
+                return Err(bad(
+                    kv,
+                    "a number of seconds from 0 to 63072000 (two years)",
+                ));
+            }
+        },
+    };
+    Ok(Some(TlsListener {
+        cert: PathBuf::from(cert.trim()),
+        key: PathBuf::from(key.trim()),
+        port: tls_port,
+        hsts_seconds,
+    }))
 }
 
 /// `CORS_ORIGINS`, `CORS_METHODS`, `CORS_HEADERS` (comma-separated), `CORS_CREDENTIALS`
@@ -420,6 +514,45 @@ mod tests {
         assert!(with(&[("ADMIN_TOKEN", "short")]).is_err());
         assert!(with(&[("ADMIN_PORT", "9000")]).is_err(), "the public port");
         assert!(with(&[("ADMIN_PORT", "x")]).is_err());
+    }
+
+    #[test]
+    fn tls_listener_needs_both_files_and_its_own_port() {
+        assert_eq!(with(&[]).unwrap().tls, None);
+        let pair = [("PROXY_TLS_CERT", "/c.pem"), ("PROXY_TLS_KEY", "/k.pem")];
+        let s = with(&pair).unwrap();
+        let tls = s.tls.clone().unwrap();
+        assert_eq!((tls.port, tls.hsts_seconds), (DEFAULT_TLS_PORT, None));
+        assert_eq!(s.tls_addr().as_deref(), Some("0.0.0.0:9443"));
+        let s = with(&[
+            pair[0],
+            pair[1],
+            ("PROXY_TLS_PORT", "8443"),
+            ("PROXY_HSTS_SECONDS", "31536000"),
+        ])
+        .unwrap();
+        let tls = s.tls.unwrap();
+        assert_eq!((tls.port, tls.hsts_seconds), (8443, Some(31_536_000)));
+
+        refused_naming(&[pair[0]], "PROXY_TLS_CERT");
+        refused_naming(&[pair[1]], "PROXY_TLS_KEY");
+        // Without a certificate these would do nothing.
+        refused_naming(&[("PROXY_TLS_PORT", "8443")], "PROXY_TLS_PORT");
+        refused_naming(&[("PROXY_HSTS_SECONDS", "60")], "PROXY_HSTS_SECONDS");
+        for (var, value) in [
+            ("PROXY_TLS_PORT", "9000"),
+            ("PROXY_TLS_PORT", "9091"),
+            ("PROXY_TLS_PORT", "0"),
+            ("PROXY_HSTS_SECONDS", "-1"),
+            ("PROXY_HSTS_SECONDS", "63072001"),
+        ] {
+            refused_naming(&[pair[0], pair[1], (var, value)], var);
+        }
+        // The default TLS port taken by the plain listener.
+        refused_naming(
+            &[pair[0], pair[1], ("PROXY_PORT", "9443")],
+            "PROXY_TLS_PORT",
+        );
     }
 
     #[test]

@@ -279,7 +279,8 @@ fn services_json_points_at_compose_services_on_their_ports() {
     }
     let proxy = &svcs["proxy"];
     let want: u64 = env["PROXY_PORT"].parse().unwrap();
-    assert_eq!(published_ports(proxy), [(want, 9000)]);
+    let tls: u64 = env["PROXY_TLS_PUBLISHED_PORT"].parse().unwrap();
+    assert_eq!(published_ports(proxy), [(want, 9000), (tls, 9443)]);
     assert_eq!(proxy["environment"]["PROXY_PORT"], "9000");
     let targets: Vec<String> = mounts(proxy).into_iter().map(|(_, t)| t).collect();
     assert!(
@@ -364,7 +365,7 @@ fn dockerfile_builds_with_cmake_and_runs_unprivileged() {
         !user.starts_with('0') && !user.starts_with("root"),
         "runs as {user}"
     );
-    assert!(df.lines().any(|l| l.trim() == "EXPOSE 9000"));
+    assert!(df.lines().any(|l| l.trim() == "EXPOSE 9000 9443"));
     assert!(df.contains("HEALTHCHECK") && df.contains("STOPSIGNAL SIGTERM"));
     let ignore = read(".dockerignore");
     for entry in ["target/", ".env"] {

@@ -35,6 +35,8 @@ struct Families {
     config_info: IntGaugeVec,
     jwt_refusals: IntCounterVec,
     rate_limited: IntCounterVec,
+    certificate_reloads: IntCounterVec,
+    certificate_expiry: IntGauge,
 }
 
 /// Registered once per process (the registry is global; tests start processes, not
@@ -109,9 +111,22 @@ static FAMILIES: LazyLock<Option<Families>> = LazyLock::new(|| {
             &["route"],
         )
         .ok()?,
+        certificate_reloads: IntCounterVec::new(
+            Opts::new(
+                "beat_gateway_tls_certificate_reloads_total",
+                "TLS certificate reloads that changed the files, by result",
+            ),
+            &["result"],
+        )
+        .ok()?,
+        certificate_expiry: IntGauge::new(
+            "beat_gateway_tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate the TLS listener serves (seconds since the epoch)",
+        )
+        .ok()?,
     };
     let registry = prometheus::default_registry();
-    let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+    let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
         Box::new(families.requests.clone()),
         Box::new(families.duration.clone()),
         Box::new(families.upstream_errors.clone()),
@@ -122,6 +137,8 @@ static FAMILIES: LazyLock<Option<Families>> = LazyLock::new(|| {
         Box::new(families.config_info.clone()),
         Box::new(families.jwt_refusals.clone()),
         Box::new(families.rate_limited.clone()),
+        Box::new(families.certificate_reloads.clone()),
+        Box::new(families.certificate_expiry.clone()),
     ];
     for c in collectors {
         if let Err(e) = registry.register(c) {
@@ -244,6 +261,22 @@ pub fn config_reload(ok: bool) {
         f.reloads
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
+    }
+}
+
+/// A TLS certificate reload read changed files: `ok` or `failed`.
+pub fn certificate_reload(ok: bool) {
+    if let Some(f) = FAMILIES.as_ref() {
+        f.certificate_reloads
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+    }
+}
+
+/// The served certificate's `notAfter`.
+pub fn certificate_expiry(not_after: i64) {
+    if let Some(f) = FAMILIES.as_ref() {
+        f.certificate_expiry.set(not_after);
     }
 }
 

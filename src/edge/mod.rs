@@ -5,7 +5,9 @@
 //! - [`cors`]: preflights answered here; CORS headers on every response, the gateway's
 //!   own errors included, so a browser app can read them.
 //! - [`rate_limit`]: per-route token buckets, local or shared through Redis.
+//! - [`tls`]: the TLS listener's certificate, reloaded without a restart.
 
 pub mod auth;
 pub mod cors;
 pub mod rate_limit;
+pub mod tls;

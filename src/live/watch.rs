@@ -14,16 +14,19 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::{Live, Source};
 use crate::config;
+use crate::edge::tls::Certificate;
 
 /// How often `--watch` looks at the file.
 pub const POLL: Duration = Duration::from_millis(500);
 /// Full rate-limit buckets are dropped from memory this often.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
-/// Reload on SIGHUP, and on a changed file when `watch` is set.
+/// Reload on SIGHUP, and on a changed file when `watch` is set: the routes, and the TLS
+/// listener's certificate when there is one.
 pub struct Reloader {
     pub live: Arc<Live>,
     pub watch: bool,
+    pub certificate: Option<Arc<Certificate>>,
 }
 
 #[async_trait]
@@ -40,9 +43,12 @@ impl BackgroundService for Reloader {
             Source::File(p) if self.watch => Some(p.clone()),
             _ => None,
         };
+        let certificate = self.certificate.as_ref().filter(|_| self.watch);
         let fingerprint =
             |p: &std::path::Path| std::fs::read(p).ok().map(|t| config::fingerprint(&t));
+        let pair = |c: &Certificate| c.paths().map(fingerprint);
         let mut seen = path.as_deref().and_then(fingerprint);
+        let mut seen_pair = certificate.map(|c| pair(c));
         loop {
             let signalled = async {
                 match hangup.as_mut() {
@@ -50,19 +56,30 @@ impl BackgroundService for Reloader {
                     None => std::future::pending().await,
                 }
             };
+            let polling = path.is_some() || certificate.is_some();
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = signalled => {
                     log::info!("reload: SIGHUP");
                     let _ = self.reload().await;
+                    self.reload_certificate().await;
                     seen = path.as_deref().and_then(fingerprint);
+                    seen_pair = certificate.map(|c| pair(c));
                 }
-                _ = tokio::time::sleep(POLL), if path.is_some() => {
+                _ = tokio::time::sleep(POLL), if polling => {
                     let now = path.as_deref().and_then(fingerprint);
                     if now.is_some() && now != seen {
                         log::info!("reload: the file changed");
                         let _ = self.reload().await;
                         seen = now;
+                    }
+                    // Certificate renewers write two files: a pair seen half-written
+                    // is refused, and read again when the second file changes.
+                    let now_pair = certificate.map(|c| pair(c));
+                    if now_pair != seen_pair {
+                        log::info!("reload: the TLS certificate files changed");
+                        self.reload_certificate().await;
+                        seen_pair = now_pair;
                     }
                 }
             }
@@ -77,6 +94,13 @@ impl Reloader {
         tokio::task::spawn_blocking(move || live.reload())
             .await
             .map_err(|e| e.to_string())?
+    }
+
+    /// The TLS listener's certificate, read again (file work, off the async threads).
+    async fn reload_certificate(&self) {
+        if let Some(certificate) = self.certificate.clone() {
+            let _ = tokio::task::spawn_blocking(move || certificate.reload()).await;
+        }
     }
 }
 

@@ -52,11 +52,17 @@ pub fn check<'a>(
     raw: &'a [u8],
     facts: &HeadFacts,
 ) -> Result<Checked<'a>, Refusal> {
-    let request_line = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
+    // HTTP/2 has no raw head: its target and decoded header list stand in for it.
+    let (request_line, head) = if raw.is_empty() {
+        (req.raw_path().len(), decoded_size(req))
+    } else {
+        let line = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
+        (line, raw.len())
+    };
     if request_line > MAX_REQUEST_LINE {
         return Err(refuse(414, "request target too long"));
     }
-    if raw.len() > MAX_HEAD || req.headers.len() > MAX_HEADERS {
+    if head > MAX_HEAD || req.headers.len() > MAX_HEADERS {
         return Err(refuse(431, "request head too large"));
     }
     framing(req, raw, facts)?;
@@ -139,9 +145,33 @@ fn framing(req: &RequestHeader, raw: &[u8], facts: &HeadFacts) -> Result<(), Ref
     Ok(())
 }
 
+/// The size of a head as HTTP/2 accounts for it (RFC 9113 §6.5.2: name, value and 32
+/// bytes per field), with the target.
+fn decoded_size(req: &RequestHeader) -> usize {
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    fields + req.raw_path().len()
+}
+
 /// Exactly one `Host` (none is allowed in HTTP/1.0), a valid authority: no spaces, no
-/// user info, nothing a service could read as a path.
+/// user info, nothing a service could read as a path. HTTP/2 carries the authority in
+/// `:authority`; a `Host` beside it must say the same (RFC 9113 §8.3.1).
 fn host(req: &RequestHeader, facts: &HeadFacts) -> Result<(), Refusal> {
+    if req.version == Version::HTTP_2
+        && let Some(authority) = req.uri.authority()
+    {
+        if !is_authority(authority.as_str().as_bytes()) {
+            return Err(refuse(400, "invalid :authority"));
+        }
+        return match facts.host {
+            None if facts.hosts == 0 => Ok(()),
+            Some(h) if facts.hosts == 1 && h.as_bytes() == authority.as_str().as_bytes() => Ok(()),
+            _ => Err(refuse(400, "Host does not match :authority")),
+        };
+    }
     match (facts.hosts, facts.host) {
         (2.., _) => Err(refuse(400, "more than one Host header")),
         (_, None) if req.version == Version::HTTP_10 => Ok(()),
@@ -390,5 +420,42 @@ mod tests {
             "v".repeat(MAX_HEAD)
         );
         assert_eq!(status(&big), 431);
+    }
+
+    /// An HTTP/2 request as Pingora hands it over: the authority in the URI, no raw head.
+    fn h2(target: &str, headers: &[(&str, &str)]) -> Result<String, Refusal> {
+        let mut req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+        req.set_version(Version::HTTP_2);
+        req.set_uri(target.parse().unwrap());
+        for (n, v) in headers {
+            req.append_header(n.to_string(), *v).unwrap();
+        }
+        check(&req, b"", &HeadFacts::scan(&req.headers)).map(|c| c.path.to_owned())
+    }
+
+    #[test]
+    fn http2_heads_are_checked_by_their_authority_and_decoded_size() {
+        assert_eq!(h2("https://gw.example/core/x", &[]).unwrap(), "/core/x");
+        assert!(h2("https://gw.example/x", &[("host", "gw.example")]).is_ok());
+        assert_eq!(
+            h2("https://gw.example/x", &[("host", "other.example")]).unwrap_err(),
+            refuse(400, "Host does not match :authority")
+        );
+        assert_eq!(h2("https://u@gw.example/x", &[]).unwrap_err().status, 400);
+        assert_eq!(
+            h2("https://gw.example/core/../auth", &[])
+                .unwrap_err()
+                .status,
+            400
+        );
+        let long = format!("https://gw.example/{}", "a".repeat(MAX_REQUEST_LINE));
+        assert_eq!(h2(&long, &[]).unwrap_err().status, 414);
+        let big = "v".repeat(MAX_HEAD);
+        assert_eq!(
+            h2("https://gw.example/x", &[("x", &big)])
+                .unwrap_err()
+                .status,
+            431
+        );
     }
 }

@@ -33,6 +33,10 @@ pub struct RequestCtx {
     pub hop_by_hop: bool,
     /// The request carries an `X-Forwarded-For` chain to extend.
     pub forwarded_for: bool,
+    /// The request came over the TLS listener.
+    pub tls: bool,
+    /// `Strict-Transport-Security` for its responses (TLS, with `PROXY_HSTS_SECONDS`).
+    pub hsts: Option<HeaderValue>,
     /// The client speaks HTTP/1.0: its response is not chunked, and its connection ends
     /// after it unless it asked for keep-alive and the length is known.
     pub http10: bool,
@@ -73,6 +77,8 @@ impl Default for RequestCtx {
             websocket: false,
             hop_by_hop: false,
             forwarded_for: false,
+            tls: false,
+            hsts: None,
             http10: false,
             upstream_addr: None,
             tried: Vec::new(),

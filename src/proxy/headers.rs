@@ -118,12 +118,13 @@ pub fn strip_request_hop_by_hop(req: &mut RequestHeader, websocket: bool) -> Res
 /// gateway.
 ///
 /// `incoming_chain`: the request carries `X-Forwarded-For` (see [`super::head`]); when it
-/// does not, the header is not looked up.
+/// does not, the header is not looked up. `tls`: it came over the TLS listener.
 pub fn set_forwarding(
     req: &mut RequestHeader,
     client_ip: Option<IpAddr>,
     request_id: &RequestId,
     incoming_chain: bool,
+    tls: bool,
 ) -> Result<()> {
     req.insert_header("x-request-id", request_id.header_value())?;
     // Room for the client's address (the longest IPv6 text is 39 bytes) without growing.
@@ -149,7 +150,8 @@ pub fn set_forwarding(
     } else {
         req.insert_header("x-forwarded-for", chain)?;
     }
-    req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+    let proto = if tls { "https" } else { "http" };
+    req.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
     match req.headers.get(header::HOST).cloned() {
         Some(host) => req.insert_header("x-forwarded-host", host)?,
         None => {
@@ -263,7 +265,14 @@ mod tests {
             ("X-Forwarded-Proto", "https"),
             ("X-Request-ID", "spoofed"),
         ]);
-        set_forwarding(&mut req, Some("192.0.2.7".parse().unwrap()), &id, true).unwrap();
+        set_forwarding(
+            &mut req,
+            Some("192.0.2.7".parse().unwrap()),
+            &id,
+            true,
+            false,
+        )
+        .unwrap();
         let h = &req.headers;
         assert_eq!(
             values(h, "x-forwarded-for"),
@@ -278,10 +287,14 @@ mod tests {
             ("2001:db8::7", "2001:db8::7"),
         ] {
             let mut req = request(&[("X-Forwarded-Host", "spoofed")]);
-            set_forwarding(&mut req, Some(ip.parse().unwrap()), &id, false).unwrap();
+            set_forwarding(&mut req, Some(ip.parse().unwrap()), &id, false, false).unwrap();
             assert_eq!(values(&req.headers, "x-forwarded-for"), [shown]);
             assert!(req.headers.get("x-forwarded-host").is_none());
         }
+        // Over the TLS listener the proto is https, whatever the client claimed.
+        let mut req = request(&[("X-Forwarded-Proto", "http")]);
+        set_forwarding(&mut req, None, &id, false, true).unwrap();
+        assert_eq!(values(&req.headers, "x-forwarded-proto"), ["https"]);
     }
 
     #[test]

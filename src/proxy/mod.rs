@@ -59,14 +59,22 @@ pub struct Gateway {
     keepalive_seconds: u64,
     /// The CORS policy of routes without their own, and of requests no route matched.
     global_cors: Option<Arc<Policy>>,
+    /// `Strict-Transport-Security` for responses on the TLS listener, when configured.
+    hsts: Option<HeaderValue>,
 }
 
 impl Gateway {
-    pub fn new(live: Arc<Live>, keepalive: Duration, global_cors: Option<Policy>) -> Self {
+    pub fn new(
+        live: Arc<Live>,
+        keepalive: Duration,
+        global_cors: Option<Policy>,
+        hsts_seconds: Option<u64>,
+    ) -> Self {
         Gateway {
             live,
             keepalive_seconds: keepalive.as_secs().max(1),
             global_cors: global_cors.map(Arc::new),
+            hsts: hsts_seconds.and_then(|s| HeaderValue::try_from(format!("max-age={s}")).ok()),
         }
     }
 }
@@ -116,6 +124,10 @@ impl ProxyHttp for Gateway {
         let incoming = session.req_header().headers.get("x-request-id");
         ctx.request_id = request_id::accept_or_generate(incoming);
         ctx.inflight = metrics::inflight();
+        if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+            ctx.tls = true;
+            ctx.hsts = self.hsts.clone();
+        }
         // The request keeps this table to its end, whatever a reload swaps in meanwhile.
         ctx.table = Some(self.live.current());
         session.set_pipelining_enabled(true);
@@ -245,6 +257,7 @@ impl ProxyHttp for Gateway {
             client_ip,
             &ctx.request_id,
             ctx.forwarded_for,
+            ctx.tls,
         )
     }
 
@@ -556,9 +569,12 @@ fn selection_key(session: &Session, balance: &crate::upstream::Balance) -> Vec<u
     }
 }
 
-/// What the edge filters add to every response of a request, the gateway's own included:
-/// its CORS headers and its route's `RateLimit-*` headers.
+/// What the edge adds to every response of a request, the gateway's own included: its
+/// CORS headers, its route's `RateLimit-*` headers, and HSTS on the TLS listener.
 fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    if let Some(hsts) = &ctx.hsts {
+        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+    }
     if let Some(cors_headers) = &ctx.cors {
         cors::apply(resp, cors_headers)?;
     }
@@ -581,6 +597,7 @@ async fn preflight(
     }
     let mut resp = ResponseHeader::build(204, Some(8))?;
     cors::apply(&mut resp, cors_headers)?;
+    decorate(&mut resp, ctx)?;
     headers::set_client_headers(&mut resp, &ctx.request_id)?;
     session.write_response_header(Box::new(resp), true).await?;
     Ok(true)

@@ -286,7 +286,14 @@ pub fn run_bin(args: &[&str]) -> std::process::Output {
         .expect("run beat-gateway")
 }
 
+/// The process's rustls crypto provider (ring, as the gateway's): reqwest is built without
+/// one of its own, and every client needs it.
+pub fn install_tls_provider() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn client() -> reqwest::Client {
+    install_tls_provider();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))
