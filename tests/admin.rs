@@ -51,10 +51,14 @@ async fn wait_sample(gw: &Gateway, series: &str, want: f64) -> String {
 async fn metrics_count_exactly() {
     let up = upstream::http("core").await;
     let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Closes every connection once it has the request head: no response at all.
+    let (hangs_up, _) = upstream::raw(b"").await;
     let routes = config(&[
         ("core-service", "/core", up.addr, r#""strip_prefix": true"#),
         ("down", "/down", dead, r#""strip_prefix": true"#),
         ("websocket", "/socket", up.addr, ""),
+        ("slow", "/slow", up.addr, r#""read_timeout_ms": 200"#),
+        ("hangs-up", "/hangs-up", hangs_up.addr, ""),
     ]);
     let gw = Gateway::start(&routes);
     for _ in 0..3 {
@@ -62,6 +66,8 @@ async fn metrics_count_exactly() {
     }
     assert_eq!(get(&gw, "/nowhere", &[]).await.status(), 404);
     assert_eq!(get(&gw, "/down/x", &[]).await.status(), 502);
+    assert_eq!(get(&gw, "/slow/1000", &[]).await.status(), 504);
+    assert_eq!(get(&gw, "/hangs-up/x", &[]).await.status(), 502);
     let brew = support::raw_request(
         gw.addr(),
         b"BREW /core/pot HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -93,6 +99,18 @@ async fn metrics_count_exactly() {
         ),
         (
             r#"beat_gateway_upstream_errors_total{kind="connect",route="down"}"#,
+            1.0,
+        ),
+        (
+            r#"beat_gateway_upstream_errors_total{kind="timeout",route="slow"}"#,
+            1.0,
+        ),
+        (
+            r#"beat_gateway_upstream_errors_total{kind="reset",route="hangs-up"}"#,
+            1.0,
+        ),
+        (
+            r#"beat_gateway_requests_total{method="GET",route="slow",status="504"}"#,
             1.0,
         ),
         ("beat_gateway_inflight_requests", 0.0),

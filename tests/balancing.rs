@@ -71,6 +71,21 @@ async fn round_robin_spreads_evenly_and_hashing_sticks() {
         owners.extend(seen.into_keys());
     }
     assert!(owners.len() >= 2, "hashing sent every user to {owners:?}");
+
+    // hash:ip: one client address, one instance; `X-Forwarded-For` from an untrusted
+    // peer does not move it.
+    let gw = Gateway::start(&route(&addrs, r#""lb": "hash:ip""#));
+    let seen = spread(&gw, 30, &[]).await;
+    assert_eq!(
+        seen.len(),
+        1,
+        "one client moved between instances: {seen:?}"
+    );
+    let spoofed = spread(&gw, 10, &[("x-forwarded-for", "203.0.113.9")]).await;
+    assert_eq!(
+        spoofed.keys().collect::<Vec<_>>(),
+        seen.keys().collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

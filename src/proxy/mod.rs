@@ -48,7 +48,7 @@ use crate::admin::metrics;
 use crate::edge::auth::{self, Mode, Rejected};
 use crate::edge::cors::{self, Decision, Policy};
 use crate::live::{Live, Table};
-use crate::upstream::Upstream;
+use crate::upstream::{Balance, Upstream};
 use trace::Trace;
 
 /// The gateway: the live table (routes and, index for index, their upstreams, limits and
@@ -192,7 +192,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let upstream = self.upstream(ctx)?;
-        let key = selection_key(session, upstream.balance());
+        let trusted = &self.live.shared().trusted_proxies;
+        let key = selection_key(session, upstream.balance(), trusted);
         let peer = upstream
             .peer(&key, &ctx.tried)
             .await
@@ -548,21 +549,21 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .map(|a| a.ip())
 }
 
-/// What hash balancing hashes: the client address, or a header's value (the address when
-/// absent); nothing for round robin.
-fn selection_key(session: &Session, balance: &crate::upstream::Balance) -> Vec<u8> {
-    use crate::upstream::Balance;
+/// What hash balancing hashes: the client address (behind `TRUSTED_PROXIES`, the one their
+/// `X-Forwarded-For` names, as for rate limits: otherwise every client of a load balancer
+/// would land on one instance), or a header's value (the address when absent); nothing for
+/// round robin.
+fn selection_key(session: &Session, balance: &Balance, trusted: &[ipnet::IpNet]) -> Vec<u8> {
+    let headers = &session.req_header().headers;
     let ip = || {
-        client_ip(session)
+        crate::edge::rate_limit::client_ip(client_ip(session), headers, trusted)
             .map(|ip| ip.to_string().into_bytes())
             .unwrap_or_default()
     };
     match balance {
         Balance::RoundRobin => Vec::new(),
         Balance::HashIp => ip(),
-        Balance::HashHeader(name) => session
-            .req_header()
-            .headers
+        Balance::HashHeader(name) => headers
             .get(name)
             .map(|v| v.as_bytes().to_vec())
             .unwrap_or_else(ip),
