@@ -16,6 +16,12 @@ X-Request-ID upstream, add the two security headers, keep upstream connections a
   pingora-bare  a bare Pingora proxy that only forwards (bench/src/bare_proxy.rs): the cost
                 of the gateway's features is measured against it
 
+and, in the HTTP rounds only, gateway-nolog with one thing changed, to price it:
+
+  gateway-jwt        a route with required auth and a valid RS256 token per request
+  gateway-nometrics  ADMIN_METRICS=off
+  gateway-3          three instances behind /core (round robin) instead of one
+
 Besides wall-clock figures, the gateway (log on and off) and the bare proxy are run under
 callgrind for a fixed load: user-space instructions per request are repeatable where req/s
 on a shared VM is not, so the cost of each feature shows without noise.
@@ -153,12 +159,15 @@ http {{
 """
 
 
-def upstream_nginx(work, port):
+def upstream_nginx(work, port, more_ports=()):
+    """The upstream; `more_ports` are the same server on other ports (the instances of the
+    three-instance gateway: one process, so the upstream's cost does not change)."""
     (work / "www").mkdir(exist_ok=True)
     (work / "www" / "big.bin").write_bytes(os.urandom(BIG))
+    more = "".join(f"\n    listen 127.0.0.1:{p} backlog=4096;" for p in more_ports)
     conf = nginx_conf(work, port, f"""
   server {{
-    listen 127.0.0.1:{port} backlog=4096;
+    listen 127.0.0.1:{port} backlog=4096;{more}
     root {work}/www;
     client_max_body_size 0;
     location /big.bin {{ }}
@@ -284,28 +293,34 @@ def jwt_fixture(work):
     return f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json", token, server
 
 
-def gateway_cmd(work, port, up, echo, log, jwks_url=None):
+def gateway_cmd(work, port, up, echo, log, jwks_url=None, instances=(), metrics=True):
     """The gateway's command line and environment (the services file is written here).
-    With `jwks_url`, `/core` requires a token verified against it."""
+    With `jwks_url`, `/core` requires a token verified against it; with `instances` (ports),
+    `/core` has those upstreams instead of `up`; `metrics=False` sets ADMIN_METRICS=off."""
     core = {"name": "core-service", "host": "127.0.0.1", "port": up, "prefix": "/core", "strip_prefix": True}
     if jwks_url:
         core["auth"] = {"mode": "required"}
+    if instances:
+        del core["host"], core["port"]
+        core["upstreams"] = [{"host": "127.0.0.1", "port": p} for p in instances]
     services = {"services": [
         core,
         {"name": "upload", "host": "127.0.0.1", "port": echo, "prefix": "/up", "strip_prefix": True},
         {"name": "websocket", "host": "127.0.0.1", "port": echo, "prefix": "/socket"},
     ]}
-    path = work / ("services-jwt.json" if jwks_url else "services.json")
+    path = work / f"services-{port}.json"
     path.write_text(json.dumps(services))
     env = {"PROXY_HOST": "127.0.0.1", "PROXY_PORT": str(port), "ADMIN_PORT": str(free_port()), "PROXY_THREADS": "1",
            "RUST_LOG": "info" if log else "warn", "PROXY_GRACE_SECONDS": "0"}
     if jwks_url:
         env.update({"JWKS_URL": jwks_url, "JWT_ISSUER": "bench-issuer", "JWT_AUDIENCE": "bench-audience"})
+    if not metrics:
+        env["ADMIN_METRICS"] = "off"
     return [str(TARGET / "beat-gateway"), "--services", str(path)], env
 
 
-def gateway(work, name, port, up, echo, log, jwks_url=None):
-    cmd, env = gateway_cmd(work, port, up, echo, log, jwks_url)
+def gateway(work, name, port, up, echo, log, jwks_url=None, instances=(), metrics=True):
+    cmd, env = gateway_cmd(work, port, up, echo, log, jwks_url, instances, metrics)
     stderr = open(work / f"{name}.log", "w")
     return Proc(name, cmd, port, env, stderr)
 
@@ -331,11 +346,12 @@ def instructions_per_request(work, name, cmd, env, port, url, seconds):
     return total / max(res["requests"], 1), res["requests"]
 
 
-def wait_for_200(url, header, timeout=15.0):
-    """Until the gateway has loaded its keys and accepts the token."""
+def wait_for_200(url, header=None, timeout=15.0):
+    """Until the gateway answers 200 (with a token: once it has loaded its keys)."""
     deadline = time.time() + timeout
     while True:
-        out = subprocess.run(["curl", "-si", "-H", header, url], capture_output=True, text=True).stdout
+        extra = ["-H", header] if header else []
+        out = subprocess.run(["curl", "-si", *extra, url], capture_output=True, text=True).stdout
         if out.startswith("HTTP/1.1 200"):
             return
         assert time.time() < deadline, f"{url}: {out[:300]}"
@@ -464,11 +480,12 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="beat-bench-"))
     work.chmod(0o755)  # nginx workers run unprivileged when started as root
-    ports = {n: free_port() for n in ["up", "echo", "nginx", "nginx-log", "haproxy", "gateway", "gateway-nolog",
-                                           "pingora-bare", "gateway-jwt"]}
+    ports = {n: free_port() for n in ["up", "up-2", "up-3", "echo", "nginx", "nginx-log", "haproxy", "gateway",
+                                           "gateway-nolog", "pingora-bare", "gateway-jwt", "gateway-nometrics",
+                                           "gateway-3"]}
     procs = {}
     try:
-        procs["up"] = upstream_nginx(work, ports["up"])
+        procs["up"] = upstream_nginx(work, ports["up"], (ports["up-2"], ports["up-3"]))
         procs["echo"] = Proc("echo", [str(TARGET / "examples" / "echo_upstream"), str(ports["echo"])], ports["echo"],
                              cpu=LOAD_CPU)
         procs["nginx"] = nginx_proxy(work, ports["nginx"], ports["up"], ports["echo"])
@@ -480,14 +497,20 @@ def main():
         jwks_url, token, jwks_server = jwt_fixture(work)
         procs["gateway-jwt"] = gateway(work, "gateway-jwt", ports["gateway-jwt"], ports["up"], ports["echo"], False,
                                        jwks_url)
-        # Only the HTTP rounds: the same as gateway-nolog, with a valid token per request.
+        # Only the HTTP rounds, each gateway-nolog with one thing changed: a valid token per
+        # request; metrics off; three instances behind /core (round robin).
         header = {"gateway-jwt": f"Authorization: Bearer {token}"}
+        procs["gateway-nometrics"] = gateway(work, "gateway-nometrics", ports["gateway-nometrics"], ports["up"],
+                                             ports["echo"], False, metrics=False)
+        procs["gateway-3"] = gateway(work, "gateway-3", ports["gateway-3"], ports["up"], ports["echo"], False,
+                                     instances=(ports["up"], ports["up-2"], ports["up-3"]))
 
         proxies = ["nginx", "nginx-log", "haproxy", "gateway", "gateway-nolog", "pingora-bare"]
         if args.targets:
             keep = set(args.targets.split(",")) | {"nginx"}
             proxies = [p for p in proxies if p in keep]
-        http_extra = [t for t in ["gateway-jwt"] if not args.targets or t in args.targets.split(",")]
+        http_extra = [t for t in ["gateway-jwt", "gateway-nometrics", "gateway-3"]
+                      if not args.targets or t in args.targets.split(",")]
         targets = ["direct"] + proxies + http_extra
         url = {t: f"http://127.0.0.1:{ports[t]}/core/api/items" for t in proxies + http_extra}
         url["direct"] = f"http://127.0.0.1:{ports['up']}/api/items"
@@ -498,7 +521,7 @@ def main():
             assert out.startswith("HTTP/1.1 200"), f"{t}: {out[:200]}"
             assert "x-frame-options: deny" in out.lower(), f"{t} lacks the security header"
         for t in http_extra:
-            wait_for_200(url[t], header[t])
+            wait_for_200(url[t], header.get(t))
 
         http = {c: {t: [] for t in targets} for c in conns_list}
         for c in conns_list:
@@ -641,6 +664,21 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
             cv, clo, chi = paired(c, "gateway-jwt", "cpu_per_100k", "gateway-nolog")
             added = (med(c, "gateway-jwt", "cpu_per_100k") - med(c, "gateway-nolog", "cpu_per_100k")) * 10
             lines.append(f"| {c} | {v:.2f}x ({lo:.2f}-{hi:.2f}) | {cv:.2f}x ({clo:.2f}-{chi:.2f}) | {added:.1f} |")
+    variants = [("gateway-nometrics", "Metrics: what they cost",
+                 "`gateway-nometrics` is `gateway-nolog` with `ADMIN_METRICS=off`: above 1.00x in req/s "
+                 "(below in CPU/req), metrics cost that much; 1.03x means they take 3%."),
+                ("gateway-3", "Three instances against one",
+                 "`gateway-3` is `gateway-nolog` with `/core` on three instances (`upstreams`, round robin; "
+                 "the same upstream nginx listening on three ports, so the upstream's cost is unchanged). "
+                 "Each instance keeps its own connection pool.")]
+    for t, title, text in variants:
+        if t in targets and "gateway-nolog" in targets:
+            lines += ["", f"## {title}", "", text + " Paired round by round with `gateway-nolog`.", "",
+                      f"| conns | {t} req/s vs gateway-nolog | CPU/req vs gateway-nolog |", "|---|---|---|"]
+            for c in conns_list:
+                v, lo, hi = paired(c, t, "rps", "gateway-nolog")
+                cv, clo, chi = paired(c, t, "cpu_per_100k", "gateway-nolog")
+                lines.append(f"| {c} | {v:.2f}x ({lo:.2f}-{hi:.2f}) | {cv:.2f}x ({clo:.2f}-{chi:.2f}) |")
     if insns:
         g, n, b = insns["gateway"][0], insns["gateway-nolog"][0], insns["pingora-bare"][0]
         lines += ["", "User-space instructions per request under callgrind (wrk, 16 connections, "

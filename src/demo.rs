@@ -104,6 +104,7 @@ fn secure_route(services: &[Service]) -> Option<Service> {
         },
         cors: None,
         rate_limit: None,
+        max_body_bytes: None,
         ..template.clone()
     })
 }

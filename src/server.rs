@@ -12,11 +12,12 @@ use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::services::background::background_service;
-use pingora_proxy::ProxyServiceBuilder;
+use pingora_core::services::listening::Service as ListeningService;
 
 use crate::admin::{self, AdminState};
 use crate::config::Service;
 use crate::edge::auth::{JwksRefresh, Verifier};
+use crate::edge::connections::{Admission, Limits};
 use crate::edge::rate_limit::Redis;
 use crate::edge::tls::Certificate;
 use crate::live::watch::{HealthWalker, Housekeeping, Reloader};
@@ -37,6 +38,10 @@ pub fn build(
     services: Vec<Service>,
     (source, config_hash, watch): (Source, &str, bool),
 ) -> anyhow::Result<Server> {
+    // Before anything is counted.
+    if !settings.metrics {
+        crate::admin::metrics::disable();
+    }
     let own_file = opt.conf.is_some();
     let mut conf = match &opt.conf {
         Some(path) => ServerConf::load_yaml_with_opt_override(&opt)
@@ -136,7 +141,10 @@ pub fn build(
     let hsts = settings.tls.as_ref().and_then(|tls| tls.hsts_seconds);
     let gateway = Gateway::new(
         live,
-        Duration::from_secs(settings.keepalive_seconds),
+        (
+            Duration::from_secs(settings.keepalive_seconds),
+            Duration::from_secs(settings.body_timeout_seconds),
+        ),
         settings.cors.clone(),
         hsts,
     );
@@ -151,15 +159,32 @@ pub fn build(
     options.h1_first_request_idle_seconds = Some(settings.keepalive_seconds);
     // An HTTP/2 connection with no stream open for as long is closed too.
     options.h2_idle_timeout = Some(Duration::from_secs(settings.keepalive_seconds));
-    let mut proxy = ProxyServiceBuilder::new(&server.configuration, gateway)
-        .name("beat-gateway")
-        .server_options(options)
-        .build();
-    if let Some(app) = proxy.app_logic_mut() {
-        // A quiet WebSocket is a healthy one: once the service's 101 is in, its read
-        // timeout no longer applies (vendored pingora-proxy, vendor/README.md).
-        app.upgraded_without_read_timeout = true;
-    }
+    let mut proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
+    proxy.server_options = Some(options);
+    // A quiet WebSocket is a healthy one: once the service's 101 is in, its read timeout
+    // no longer applies (vendored pingora-proxy, vendor/README.md).
+    proxy.upgraded_without_read_timeout = true;
+    let limit = settings.connection_limit();
+    log::info!(
+        "connections: at most {limit} open{}{}",
+        if settings.max_connections.is_none() {
+            " (half the open-file limit; PROXY_MAX_CONNECTIONS to set)"
+        } else {
+            ""
+        },
+        settings
+            .max_connections_per_ip
+            .map_or(String::new(), |n| format!(", {n} per client address"))
+    );
+    let admission = Admission {
+        app: Arc::new(proxy),
+        limits: Limits::new(
+            limit,
+            settings.max_connections_per_ip,
+            settings.trusted_proxies.clone().into(),
+        ),
+    };
+    let mut proxy = ListeningService::new("beat-gateway".to_owned(), admission);
     // Pingora gives every accepted connection a 64 KiB read buffer (sized for TLS
     // records). Reading heads and bodies straight from the socket costs nothing measurable
     // and saves that on every idle keep-alive connection; a small write buffer lets a

@@ -26,6 +26,9 @@ pub const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 30;
 /// The admin listener: loopback unless told otherwise, never the public port.
 pub const DEFAULT_ADMIN_HOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 pub const DEFAULT_ADMIN_PORT: u16 = 9091;
+/// A request body that sends nothing for this long gets 408 (nginx's
+/// `client_body_timeout` is 60 s too).
+pub const DEFAULT_BODY_TIMEOUT_SECONDS: u64 = 60;
 /// The TLS listener's port, when a certificate is given.
 pub const DEFAULT_TLS_PORT: u16 = 9443;
 /// Longest `Strict-Transport-Security` max-age accepted: two years, what the HSTS preload
@@ -102,6 +105,15 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// The TLS listener, when `PROXY_TLS_CERT` and `PROXY_TLS_KEY` are set.
     pub tls: Option<TlsListener>,
+    /// `ADMIN_METRICS=off`: no Prometheus metrics (nothing counted, `/metrics` 404).
+    pub metrics: bool,
+    /// A request body silent for this long gets 408.
+    pub body_timeout_seconds: u64,
+    /// Open client connections at most (`PROXY_MAX_CONNECTIONS`); `None`: the default,
+    /// half the process's open-file limit (the other half is for upstream connections).
+    pub max_connections: Option<usize>,
+    /// Open client connections from one address at most; `None`: no such limit.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// A TLS listener (HTTP/1.1 and HTTP/2 by ALPN) beside the plain one.
@@ -289,8 +301,29 @@ impl Settings {
             },
         };
         let tls = tls_listener(&get, port, admin_port)?;
+        let metrics = match get("ADMIN_METRICS") {
+            None => true,
+            Some((_, v)) if v.trim().eq_ignore_ascii_case("on") => true,
+            Some((_, v)) if v.trim().eq_ignore_ascii_case("off") => false,
+            Some(kv) => return Err(bad(kv, "either on or off")),
+        };
+        let body_timeout_seconds =
+            seconds("PROXY_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS)?;
+        let count = |var: &'static str| match get(var) {
+            None => Ok(None),
+            Some(kv) => match kv.1.trim().parse::<usize>() {
+                Ok(n) if (1..=10_000_000).contains(&n) => Ok(Some(n)),
+                _ => Err(bad(kv, "a number of connections from 1 to 10000000")),
+            },
+        };
+        let max_connections = count("PROXY_MAX_CONNECTIONS")?;
+        let max_connections_per_ip = count("PROXY_MAX_CONNECTIONS_PER_IP")?;
         Ok(Settings {
+            body_timeout_seconds,
+            max_connections,
+            max_connections_per_ip,
             tls,
+            metrics,
             admin_host,
             admin_port,
             admin_token,
@@ -319,6 +352,17 @@ impl Settings {
     /// The listen address as Pingora wants it (`[::]:9000` for IPv6).
     pub fn listen_addr(&self) -> String {
         std::net::SocketAddr::new(self.host, self.port).to_string()
+    }
+
+    /// The connection limit in force: `PROXY_MAX_CONNECTIONS`, else half the open-file
+    /// limit (a connection past that would fail at `accept`, and Pingora's accept loop
+    /// then pauses for a second for everyone).
+    pub fn connection_limit(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            let files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or(1024, |(soft, _)| soft);
+            usize::try_from(files / 2).unwrap_or(usize::MAX).max(1)
+        })
     }
 
     /// The TLS listener's address, when there is one (same host as the plain one).
@@ -496,6 +540,29 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.jwt, None);
         assert_eq!(s.jwt_missing, ["JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE"]);
+        assert!(s.metrics);
+        assert_eq!(s.body_timeout_seconds, 60);
+        assert_eq!((s.max_connections, s.max_connections_per_ip), (None, None));
+        assert!(s.connection_limit() >= 1);
+        let s = with(&[
+            ("PROXY_MAX_CONNECTIONS", "5000"),
+            ("PROXY_MAX_CONNECTIONS_PER_IP", "50"),
+            ("PROXY_BODY_TIMEOUT_SECONDS", "5"),
+        ])
+        .unwrap();
+        assert_eq!(s.connection_limit(), 5000);
+        assert_eq!(s.max_connections_per_ip, Some(50));
+        assert_eq!(s.body_timeout_seconds, 5);
+        for var in [
+            "PROXY_MAX_CONNECTIONS",
+            "PROXY_MAX_CONNECTIONS_PER_IP",
+            "PROXY_BODY_TIMEOUT_SECONDS",
+        ] {
+            refused_naming(&[(var, "0")], var);
+            refused_naming(&[(var, "many")], var);
+        }
+        assert!(!with(&[("ADMIN_METRICS", "OFF")]).unwrap().metrics);
+        refused_naming(&[("ADMIN_METRICS", "no")], "ADMIN_METRICS");
     }
 
     #[test]

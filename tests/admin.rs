@@ -290,3 +290,19 @@ async fn trace_context_is_forwarded_started_or_replaced() {
     gw.wait_for_log("4bf92f3577b34da6a3ce929d0e0e4736");
     gw.wait_for_log(parts[1]);
 }
+
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    let up = upstream::http("core").await;
+    let routes = config(&[("core-service", "/core", up.addr, "")]);
+    let gw = Gateway::start_with(&routes, &[("ADMIN_METRICS", "off")]);
+    assert_eq!(get(&gw, "/core/x", &[]).await.status(), 200);
+    let resp = client().get(gw.admin_url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        json(resp).await["error"],
+        "metrics are off (ADMIN_METRICS=off)"
+    );
+    let resp = client().get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}

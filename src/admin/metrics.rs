@@ -3,6 +3,7 @@
 //! request pays a few atomic increments, not a label lookup per metric.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
@@ -37,11 +38,30 @@ struct Families {
     rate_limited: IntCounterVec,
     certificate_reloads: IntCounterVec,
     certificate_expiry: IntGauge,
+    connections: IntGauge,
+    connections_refused: IntCounterVec,
+}
+
+/// `ADMIN_METRICS=off`: nothing is registered and every handle is a no-op (the benchmark's
+/// measure of what metrics cost; operators who do not scrape).
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turn metrics off for the process; before anything is counted (at startup).
+pub fn disable() {
+    ENABLED.store(false, Ordering::Relaxed);
+}
+
+/// Whether the process keeps metrics.
+pub fn enabled() -> bool {
+    FAMILIES.is_some()
 }
 
 /// Registered once per process (the registry is global; tests start processes, not
 /// several gateways in one).
 static FAMILIES: LazyLock<Option<Families>> = LazyLock::new(|| {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return None;
+    }
     let families = Families {
         requests: IntCounterVec::new(
             Opts::new(
@@ -124,9 +144,22 @@ static FAMILIES: LazyLock<Option<Families>> = LazyLock::new(|| {
             "notAfter of the certificate the TLS listener serves (seconds since the epoch)",
         )
         .ok()?,
+        connections: IntGauge::new(
+            "beat_gateway_client_connections",
+            "Open client connections (both listeners)",
+        )
+        .ok()?,
+        connections_refused: IntCounterVec::new(
+            Opts::new(
+                "beat_gateway_connections_refused_total",
+                "Client connections refused a 503 at a limit, by limit (total, per_ip)",
+            ),
+            &["limit"],
+        )
+        .ok()?,
     };
     let registry = prometheus::default_registry();
-    let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+    let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
         Box::new(families.requests.clone()),
         Box::new(families.duration.clone()),
         Box::new(families.upstream_errors.clone()),
@@ -139,6 +172,8 @@ static FAMILIES: LazyLock<Option<Families>> = LazyLock::new(|| {
         Box::new(families.rate_limited.clone()),
         Box::new(families.certificate_reloads.clone()),
         Box::new(families.certificate_expiry.clone()),
+        Box::new(families.connections.clone()),
+        Box::new(families.connections_refused.clone()),
     ];
     for c in collectors {
         if let Err(e) = registry.register(c) {
@@ -289,6 +324,18 @@ pub fn jwt_refused(reason: &str) {
 /// Requests in flight: one more until the guard is dropped.
 pub fn inflight() -> Option<Gauge> {
     FAMILIES.as_ref().map(|f| Gauge::new(f.inflight.clone()))
+}
+
+/// An open client connection: one more until the guard is dropped.
+pub fn connection() -> Option<Gauge> {
+    FAMILIES.as_ref().map(|f| Gauge::new(f.connections.clone()))
+}
+
+/// A connection refused at a limit (`total` or `per_ip`).
+pub fn connection_refused(limit: &str) {
+    if let Some(f) = FAMILIES.as_ref() {
+        f.connections_refused.with_label_values(&[limit]).inc();
+    }
 }
 
 /// An open WebSocket tunnel: one more until the guard is dropped.

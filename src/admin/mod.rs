@@ -173,7 +173,11 @@ impl ServeHttp for AdminApp {
                     )
                 }
             }
-            "/metrics" => PrometheusHttpApp.response(session).await,
+            "/metrics" if metrics::enabled() => PrometheusHttpApp.response(session).await,
+            "/metrics" => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "metrics are off (ADMIN_METRICS=off)", "status": 404}),
+            ),
             "/routes" => json_response(StatusCode::OK, self.routes().await),
             _ => json_response(
                 StatusCode::NOT_FOUND,

@@ -31,6 +31,8 @@ pub struct ServiceEntry {
     pub auth: Option<AuthEntry>,
     pub cors: Option<CorsEntry>,
     pub rate_limit: Option<RateLimitEntry>,
+    /// Signed so that `0` and `-1` reach validation.
+    pub max_body_bytes: Option<i64>,
 }
 
 /// `"rate_limit": {"requests_per_second": N, "burst": M, "key": "ip" | "user" |

@@ -49,6 +49,8 @@ pub struct Service {
     /// The service's own CORS policy (replaces the global one from the environment).
     pub cors: Option<Policy>,
     pub rate_limit: Option<LimitSpec>,
+    /// Largest request body the service receives (`None`: no limit, streamed).
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Read and validate the file at `path`.

@@ -238,10 +238,22 @@ fn entry(
         .transpose()
         .map_err(|(field, m)| fail(field, m))?;
 
+    let max_body_bytes = match raw.max_body_bytes {
+        None => None,
+        Some(n) if n >= 1 => Some(n.unsigned_abs()),
+        Some(n) => {
+            return Err(fail(
+                "max_body_bytes",
+                format!("must be at least 1 (leave it out for no limit), not {n}"),
+            ));
+        }
+    };
+
     Ok(Service {
         auth,
         cors,
         rate_limit,
+        max_body_bytes,
         name,
         host,
         port,
@@ -606,6 +618,26 @@ mod tests {
             e,
             "services.json: service 'core-service', field 'skip_prefix': 'health' must start with '/'"
         );
+    }
+
+    #[test]
+    fn max_body_bytes_is_positive_or_absent() {
+        let ok = services(
+            "f",
+            &one(&format!(r#"{OK_FIELDS}, "max_body_bytes": 1048576"#)),
+        );
+        assert_eq!(ok.unwrap()[0].max_body_bytes, Some(1_048_576));
+        assert_eq!(
+            services("f", &one(OK_FIELDS)).unwrap()[0].max_body_bytes,
+            None
+        );
+        for bad in ["0", "-1"] {
+            let e = err(&one(&format!(r#"{OK_FIELDS}, "max_body_bytes": {bad}"#)));
+            assert!(
+                e.contains("field 'max_body_bytes': must be at least 1"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

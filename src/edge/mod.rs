@@ -6,8 +6,10 @@
 //!   own errors included, so a browser app can read them.
 //! - [`rate_limit`]: per-route token buckets, local or shared through Redis.
 //! - [`tls`]: the TLS listener's certificate, reloaded without a restart.
+//! - [`connections`]: limits on open client connections, in all and per address.
 
 pub mod auth;
+pub mod connections;
 pub mod cors;
 pub mod rate_limit;
 pub mod tls;

@@ -40,6 +40,9 @@ pub struct RequestCtx {
     /// The client speaks HTTP/1.0: its response is not chunked, and its connection ends
     /// after it unless it asked for keep-alive and the length is known.
     pub http10: bool,
+    /// The route's `max_body_bytes`, and the body bytes read so far against it.
+    pub body_limit: Option<u64>,
+    pub body_bytes: u64,
     /// The address the request was sent to.
     pub upstream_addr: Option<SocketAddr>,
     /// Instances whose connect failed for this request (a retry goes elsewhere).
@@ -80,6 +83,8 @@ impl Default for RequestCtx {
             tls: false,
             hsts: None,
             http10: false,
+            body_limit: None,
+            body_bytes: 0,
             upstream_addr: None,
             tried: Vec::new(),
             refusal: None,

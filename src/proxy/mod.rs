@@ -61,16 +61,19 @@ pub struct Gateway {
     global_cors: Option<Arc<Policy>>,
     /// `Strict-Transport-Security` for responses on the TLS listener, when configured.
     hsts: Option<HeaderValue>,
+    /// A request body that sends nothing for this long gets 408 (HTTP/1).
+    body_timeout: Duration,
 }
 
 impl Gateway {
     pub fn new(
         live: Arc<Live>,
-        keepalive: Duration,
+        (keepalive, body_timeout): (Duration, Duration),
         global_cors: Option<Policy>,
         hsts_seconds: Option<u64>,
     ) -> Self {
         Gateway {
+            body_timeout,
             live,
             keepalive_seconds: keepalive.as_secs().max(1),
             global_cors: global_cors.map(Arc::new),
@@ -83,6 +86,8 @@ impl Gateway {
 struct Routed {
     /// The client waits for `100 Continue`.
     expect_continue: bool,
+    /// The body's declared length is over the route's `max_body_bytes`.
+    too_large: bool,
     /// The route's auth mode for this path (when not off), and the token sent, if any.
     auth: Option<(Mode, Option<String>)>,
     /// A CORS preflight: the headers of its 204, or `Err` for an origin not allowed.
@@ -174,6 +179,18 @@ impl ProxyHttp for Gateway {
                 return refuse(session, ctx, reply, None).await;
             }
         }
+        if routed.too_large {
+            let reply = Reply {
+                status: 413,
+                message: "request body too large",
+            };
+            return refuse(session, ctx, reply, None).await;
+        }
+        if !session.is_body_empty() && !ctx.websocket {
+            // Per read: a body that stalls this long ends with 408 (a WebSocket's tunnel
+            // is never cut for being quiet).
+            session.set_read_timeout(Some(self.body_timeout));
+        }
         if routed.expect_continue && !session.is_body_empty() {
             session.write_continue_response().await?;
         }
@@ -184,6 +201,30 @@ impl ProxyHttp for Gateway {
         }
         close_if_shutting_down(session);
         Ok(false)
+    }
+
+    /// A route's `max_body_bytes` holds for bodies without a declared length too
+    /// (chunked, HTTP/2): the chunk that crosses it is not forwarded; the client gets 413
+    /// unless the service has answered already.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(limit), Some(chunk)) = (ctx.body_limit, body.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > limit {
+                ctx.refusal = Some(Cow::Borrowed("request body too large"));
+                *body = None;
+                return Error::e_explain(
+                    pingora_core::ErrorType::HTTPStatus(413),
+                    "request body too large",
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -454,12 +495,18 @@ impl Gateway {
         ctx.forwarded_for = facts.forwarded_for;
         ctx.http10 = req.version == http::Version::HTTP_10;
         ctx.identity_headers = facts.identity;
+        ctx.body_limit = route.max_body_bytes;
+        let declared = facts
+            .content_length
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        let too_large = matches!((route.max_body_bytes, declared), (Some(max), Some(n)) if n > max);
         let mode = route.auth.mode_for(&route.prefix, checked.path);
         let auth = (mode != Mode::Off).then(|| {
             let token = auth::token::find(&req.headers, checked.query, ctx.websocket);
             (mode, token.map(str::to_owned))
         });
         Ok(Routed {
+            too_large,
             expect_continue: checked.expect_continue,
             auth,
             preflight,

@@ -44,6 +44,8 @@ pub struct Route {
     /// The route's own CORS policy, if it has one.
     pub cors: Option<Arc<Policy>>,
     pub rate_limit: Option<LimitSpec>,
+    /// Largest request body forwarded (`None`: no limit).
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -80,6 +82,7 @@ impl RouteTable {
                 auth: s.auth,
                 cors: s.cors.map(Arc::new),
                 rate_limit: s.rate_limit,
+                max_body_bytes: s.max_body_bytes,
             })
             .collect();
         let by_prefix = routes.iter().map(|r| (r.prefix.clone(), r.index)).collect();
