@@ -7,6 +7,8 @@
 //! §6.1 allows that), but a gateway in front of services whose parsers may disagree refuses
 //! the ambiguity outright.
 
+use std::borrow::Cow;
+
 use http::{Method, Version};
 use pingora_http::RequestHeader;
 
@@ -27,18 +29,25 @@ pub const MAX_HEADERS: usize = 100;
 pub struct Refusal {
     pub status: u16,
     pub message: &'static str,
+    /// The connection must end after the answer: what follows the head cannot be trusted
+    /// to be the next request.
+    pub close: bool,
 }
 
 const fn refuse(status: u16, message: &'static str) -> Refusal {
-    Refusal { status, message }
+    Refusal {
+        status,
+        message,
+        close: false,
+    }
 }
 
 /// What the checks learn about the request on the way, for the later phases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked<'a> {
     /// The path the router sees: the target's path without query, in origin form even when
-    /// the client sent absolute form (`GET http://host/path`).
-    pub path: &'a str,
+    /// the client sent absolute form (`GET http://host/path`), with `//` merged.
+    pub path: Cow<'a, str>,
     /// The query as sent, without its `?`, byte for byte.
     pub query: Option<&'a str>,
     /// The client waits for `100 Continue` before sending its body.
@@ -62,6 +71,15 @@ pub fn check<'a>(
     if request_line > MAX_REQUEST_LINE {
         return Err(refuse(414, "request target too long"));
     }
+    // Pingora's parser accepts a bare LF as a line end; a front proxy or service that does
+    // not would see other requests in the same bytes. Refused, and the connection ends
+    // (the bytes after this head could be read as a request of their own).
+    if has_bare_lf(raw) {
+        return Err(Refusal {
+            close: true,
+            ..refuse(400, "line ends must be CRLF")
+        });
+    }
     if head > MAX_HEAD || req.headers.len() > MAX_HEADERS {
         return Err(refuse(431, "request head too large"));
     }
@@ -74,6 +92,7 @@ pub fn check<'a>(
     if let Err(e) = check_path(path) {
         return Err(refuse(400, e.message()));
     }
+    let path = merge_slashes(path);
     let expect_continue = match facts.expect {
         None => false,
         Some(v)
@@ -249,6 +268,32 @@ fn raw_target(raw: &[u8]) -> Option<&[u8]> {
     line.get(start..end).map(<[u8]>::trim_ascii)
 }
 
+/// `//` merged into `/`, as nginx does (`merge_slashes`): `/core//x` is `/core/x` for the
+/// router and the service, and `//core/x` routes as `/core/x`. Only a path with `//` is
+/// copied.
+fn merge_slashes(path: &str) -> Cow<'_, str> {
+    if !path.contains("//") {
+        return Cow::Borrowed(path);
+    }
+    let mut merged = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && merged.ends_with('/')) {
+            merged.push(c);
+        }
+    }
+    Cow::Owned(merged)
+}
+
+/// A LF not preceded by CR in the head.
+fn has_bare_lf(raw: &[u8]) -> bool {
+    let mut prev = b'\r';
+    raw.iter().any(|&b| {
+        let bare = b == b'\n' && prev != b'\r';
+        prev = b;
+        bare
+    })
+}
+
 /// A header line named `name` among the raw head's lines (after the request line).
 fn has_line(raw: &[u8], name: &[u8]) -> bool {
     raw.split(|&b| b == b'\n').skip(1).any(|line| {
@@ -283,7 +328,7 @@ mod tests {
         let req = head::parse(raw);
         check(&req, raw.as_bytes(), &HeadFacts::scan(&req.headers)).map(|c| {
             (
-                c.path.to_owned(),
+                c.path.into_owned(),
                 c.query.map(str::to_owned),
                 c.expect_continue,
             )
@@ -342,6 +387,10 @@ mod tests {
             "/"
         );
         assert!(run("GET /x HTTP/1.0\r\n\r\n").is_ok());
+        assert_eq!(
+            run("GET //core//x/ HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().0,
+            "/core/x/"
+        );
         assert!(run("GET /x HTTP/1.1\r\nHost: [::1]:9000\r\n\r\n").is_ok());
         let (_, _, cont) =
             run("PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n")
@@ -392,6 +441,9 @@ mod tests {
         assert_eq!(status("TRACE /x HTTP/1.1\r\nHost: a\r\n\r\n"), 405);
         assert_eq!(status("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status("GET /x#f HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        let lf = run("GET /x HTTP/1.1\nHost: a\r\n\r\n").unwrap_err();
+        assert_eq!((lf.status, lf.close), (400, true));
+        assert_eq!(status("GET /x HTTP/1.1\r\nHost: a\r\nX: 1\n\r\n"), 400);
         assert_eq!(
             status("PUT /x HTTP/1.1\r\nHost: a\r\nExpect: magic\r\nContent-Length: 1\r\n\r\n"),
             417
@@ -430,7 +482,7 @@ mod tests {
         for (n, v) in headers {
             req.append_header(n.to_string(), *v).unwrap();
         }
-        check(&req, b"", &HeadFacts::scan(&req.headers)).map(|c| c.path.to_owned())
+        check(&req, b"", &HeadFacts::scan(&req.headers)).map(|c| c.path.into_owned())
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct RequestCtx {
     pub upstream_addr: Option<SocketAddr>,
     /// Instances whose connect failed for this request (a retry goes elsewhere).
     pub tried: Vec<SocketAddr>,
+    /// The gateway's refusal must end the connection.
+    pub close_after_refusal: bool,
     /// Why the gateway answered itself (a refusal), for the access line.
     pub refusal: Option<Cow<'static, str>>,
     /// The client sent identity headers (removed before forwarding).
@@ -87,6 +89,7 @@ impl Default for RequestCtx {
             body_bytes: 0,
             upstream_addr: None,
             tried: Vec::new(),
+            close_after_refusal: false,
             refusal: None,
             identity_headers: false,
             identity: None,

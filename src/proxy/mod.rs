@@ -459,10 +459,11 @@ impl Gateway {
                     status: r.status,
                     message: r.message,
                 };
+                ctx.close_after_refusal = r.close;
                 return Err(refuse_unrouted(ctx, reply));
             }
         };
-        let Some(route) = table.routes.lookup(checked.path) else {
+        let Some(route) = table.routes.lookup(&checked.path) else {
             let reply = Reply {
                 status: 404,
                 message: "no route for this path",
@@ -479,7 +480,7 @@ impl Gateway {
             }
             Some(decision) => ctx.cors = Some(decision.into_response_headers()),
         }
-        let mut target = route.upstream_path(checked.path).into_owned();
+        let mut target = route.upstream_path(&checked.path).into_owned();
         if let Some(query) = checked.query {
             target.push('?');
             target.push_str(query);
@@ -500,7 +501,7 @@ impl Gateway {
             .content_length
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         let too_large = matches!((route.max_body_bytes, declared), (Some(max), Some(n)) if n > max);
-        let mode = route.auth.mode_for(&route.prefix, checked.path);
+        let mode = route.auth.mode_for(&route.prefix, &checked.path);
         let auth = (mode != Mode::Off).then(|| {
             let token = auth::token::find(&req.headers, checked.query, ctx.websocket);
             (mode, token.map(str::to_owned))
@@ -564,7 +565,7 @@ async fn refuse(
     if ctx.refusal.is_none() {
         ctx.refusal = Some(Cow::Borrowed(reply.message));
     }
-    let close = !session.is_body_empty();
+    let close = ctx.close_after_refusal || !session.is_body_empty();
     if close {
         session.set_keepalive(None);
     }
