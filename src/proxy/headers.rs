@@ -181,6 +181,15 @@ fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
+/// A response head's size as it travels: status line and `name: value\r\n` lines.
+pub fn head_size(resp: &ResponseHeader) -> usize {
+    resp.headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + 20
+}
+
 /// Remove identity headers a client sent: only the gateway sets them, from a verified token.
 pub fn strip_identity(req: &mut RequestHeader) {
     for name in IDENTITY_HEADERS {

@@ -51,6 +51,10 @@ use crate::live::{Live, Table};
 use crate::upstream::{Balance, Upstream};
 use trace::Trace;
 
+/// Largest response head taken from a service (nginx's `proxy_buffer_size` is 4-8 KiB;
+/// Pingora allows 1 MiB): larger is a 502.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 /// The gateway: the live table (routes and, index for index, their upstreams, limits and
 /// metrics) and what does not change on reload.
 pub struct Gateway {
@@ -309,6 +313,16 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if headers::head_size(upstream_response) > MAX_RESPONSE_HEAD {
+            // A head this size from a service is broken or hostile; Pingora would pass
+            // up to 1 MiB of it on.
+            let mut e = Error::explain(
+                pingora_core::ErrorType::InvalidHTTPHeader,
+                "the service's response head is over 64 KiB",
+            );
+            e.as_up();
+            return Err(e);
+        }
         headers::strip_response_hop_by_hop(upstream_response);
         if ctx.websocket && upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
             // Counted until the request (the tunnel) ends.

@@ -326,11 +326,15 @@ impl HttpSession {
                         let contains_content_length =
                             response_header.headers.contains_key(header::CONTENT_LENGTH);
 
-                        // Transfer encoding overrides content length, so when
-                        // both are present, we MUST remove content length. This is
-                        // https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.3
+                        // A response with both "ought to be handled as an error"
+                        // (https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.3):
+                        // it may be a response-splitting attempt, and forwarding it with
+                        // Content-Length removed trusts one reading of it.
                         if contains_content_length && contains_transfer_encoding {
-                            response_header.remove_header(&header::CONTENT_LENGTH);
+                            return self.fail_response_header_read(Error::explain(
+                                InvalidHTTPHeader,
+                                "response has both Content-Length and Transfer-Encoding",
+                            ));
                         }
 
                         self.raw_header = Some(BufRef(0, s));
