@@ -46,6 +46,14 @@ logs *services:
 test *args:
     scripts/test.sh {{args}}
 
+# Run every fuzz target for the given minutes each, in parallel (src/fuzz.rs)
+fuzz minutes="10":
+    BOLERO_RANDOM_TEST_TIME_MS=$(({{minutes}} * 60000)) cargo test --release --lib fuzz_ -- --nocapture --test-threads 4
+
+# A 10-minute soak: mixed load with failures injected, RSS sampled each second (bench/soak.py)
+soak *args:
+    bench/soak.sh {{args}}
+
 # Side-by-side benchmark against nginx and haproxy (bench/README.md)
 bench *args:
     bench/run.sh {{args}}

@@ -40,3 +40,6 @@ pub mod router;
 pub mod server;
 pub mod settings;
 pub mod upstream;
+
+#[cfg(test)]
+mod fuzz;

@@ -20,12 +20,12 @@
 //! 8. `logging`: one access line ([`access_log`]).
 
 mod access_log;
-mod checks;
+pub(crate) mod checks;
 mod ctx;
 mod errors;
-mod head;
+pub(crate) mod head;
 mod headers;
-mod request_id;
+pub(crate) mod request_id;
 mod trace;
 
 use std::borrow::Cow;

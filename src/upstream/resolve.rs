@@ -237,4 +237,24 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+
+    #[tokio::test]
+    async fn a_name_that_stops_resolving_keeps_its_last_good_address() {
+        // A name that resolved once (its answer stored as a lookup would) and now fails.
+        let r = Resolver::new("no-such-host.invalid", 80);
+        let good: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        r.inner.answer.store(Some(Arc::new(Answer {
+            addrs: vec![good],
+            at: Instant::now() - REFRESH_AFTER,
+        })));
+        // Stale: this request triggers a refresh, which fails.
+        assert_eq!(r.address().await.unwrap(), good);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.inner.refreshing.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the refresh never ended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(r.address().await.unwrap(), good);
+        assert_eq!(r.addresses().await.unwrap(), [good]);
+    }
 }
