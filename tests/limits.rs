@@ -179,14 +179,7 @@ async fn connections_past_the_limits_get_503_and_the_rest_carry_on() {
     std::thread::sleep(Duration::from_millis(300));
     let reply = raw_request(gw.addr(), b"GET /core/x HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let metrics = support::client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics(&gw).await;
     assert!(
         metrics.contains(r#"beat_gateway_connections_refused_total{limit="total"} 1"#),
         "{metrics}"

@@ -32,17 +32,6 @@ async fn wait_status(gw: &Gateway, path: &str, want: u16, within: Duration) {
     }
 }
 
-async fn scrape(gw: &Gateway) -> String {
-    client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Clients requesting `url` back to back until stopped, counting answers that were not a
 /// complete 200 (each printed, for a failing run).
 struct Load {
@@ -119,7 +108,7 @@ async fn sighup_swaps_routes_under_load_without_a_failure() {
     ]);
     let path = support::write_config(&before);
     let gw = start(&path, &[]);
-    let hash_before = scrape(&gw).await;
+    let hash_before = support::metrics(&gw).await;
 
     // A WebSocket held open across the reload.
     let url = format!("ws://127.0.0.1:{}/socket/websocket", gw.port);
@@ -159,7 +148,7 @@ async fn sighup_swaps_routes_under_load_without_a_failure() {
     ws.send(Message::text("after")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("after"));
 
-    let metrics = scrape(&gw).await;
+    let metrics = support::metrics(&gw).await;
     assert!(
         metrics.contains(r#"beat_gateway_config_reloads_total{result="ok"} 1"#),
         "{metrics}"
@@ -199,7 +188,7 @@ async fn an_invalid_file_leaves_the_old_routes_serving() {
         "the log names file, service and field:\n{log}"
     );
     assert_eq!(status(&gw, "/core/x", &[]).await, 200);
-    let metrics = scrape(&gw).await;
+    let metrics = support::metrics(&gw).await;
     assert!(metrics.contains(r#"beat_gateway_config_reloads_total{result="failed"} 1"#));
 
     // Auth turned on without the JWT settings is refused too.

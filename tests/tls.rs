@@ -316,14 +316,7 @@ async fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_bad() {
     let log = gw.wait_for_log("the current certificate keeps serving");
     assert!(log.contains("does not fit"), "{log}");
     assert_eq!(served().await, b.der);
-    let metrics = support::client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics(&gw).await;
     for line in [
         r#"beat_gateway_tls_certificate_reloads_total{result="ok"} 1"#,
         r#"beat_gateway_tls_certificate_reloads_total{result="failed"} 1"#,
