@@ -177,6 +177,22 @@ async fn each_failing_service_gets_the_right_answer_and_the_next_request_is_fine
     .await
     .unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // An HTTP/1.0 client gets no 1xx at all (RFC 9110 §15.2), only the final answer.
+    let reply = tokio::task::spawn_blocking(move || {
+        raw_request(addr, b"GET /early-hints-flood/x HTTP/1.0\r\n\r\n")
+    })
+    .await
+    .unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "{}",
+        &reply[..reply.len().min(300)]
+    );
+    assert!(
+        !reply.contains(" 103 "),
+        "{}",
+        &reply[..reply.len().min(300)]
+    );
     let log = gw.log();
     assert!(!log.contains("panicked"), "{log}");
 }

@@ -195,6 +195,11 @@ impl ProxyHttp for Gateway {
             // is never cut for being quiet).
             session.set_read_timeout(Some(self.body_timeout));
         }
+        if ctx.http10 {
+            // No 1xx to an HTTP/1.0 client (RFC 9110 §15.2): a service's 103 Early Hints
+            // are dropped; its final answer goes through.
+            session.set_ignore_info_resp(true);
+        }
         if routed.expect_continue && !session.is_body_empty() {
             session.write_continue_response().await?;
         }
