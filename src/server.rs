@@ -83,6 +83,16 @@ pub fn build(
         }
     }
 
+    // Pingora's TLS client loads the system's CA certificates in every connector it builds
+    // (the proxy's, each health check's, the JWKS fetcher's) and panics when
+    // SSL_CERT_FILE or SSL_CERT_DIR name something it cannot read: find out first.
+    let mut roots = pingora_rustls::RootCertStore::empty();
+    pingora_rustls::load_platform_certs_incl_env_into_store(&mut roots).map_err(|e| {
+        anyhow::anyhow!(
+            "the system's CA certificates do not load (check SSL_CERT_FILE and SSL_CERT_DIR): {e}"
+        )
+    })?;
+
     // Read and checked before anything starts: a bad file is a startup error, not a panic
     // in Pingora's listener.
     let certificate = match &settings.tls {

@@ -268,6 +268,32 @@ fn certificates_that_do_not_load_stop_the_start_naming_the_file() {
     }
 }
 
+#[test]
+fn unreadable_system_ca_certificates_stop_the_start_without_a_panic() {
+    // Pingora's TLS client loads them in every connector and panics when they do not load.
+    let routes = support::write_config(&config(&[(
+        "core-service",
+        "/core",
+        SocketAddr::from(([127, 0, 0, 1], 1)),
+        "",
+    )]));
+    let empty = temp_path("no-certs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = std::process::Command::new(support::BIN)
+        .args(["--services", routes.to_str().unwrap()])
+        .env("PROXY_HOST", "127.0.0.1")
+        .env("PROXY_PORT", free_port().to_string())
+        .env("ADMIN_PORT", free_port().to_string())
+        .env("SSL_CERT_FILE", empty.join("missing.pem"))
+        .env("SSL_CERT_DIR", &empty)
+        .output()
+        .expect("run beat-gateway");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("SSL_CERT_FILE"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_bad() {
     let up = upstream::http("core").await;
