@@ -1,23 +1,27 @@
 //! The request path: one Pingora [`ProxyHttp`], read top to bottom as the table of
 //! contents of a request. Pingora reads and frames the messages, keeps connections alive on
 //! both sides, pools upstream connections and tunnels upgrades; each phase here calls a
-//! few named functions of the modules below.
+//! few named functions of the modules below. (Connection limits act before any of this:
+//! [`crate::edge::connections`].)
 //!
 //! 1. `request_head_error_response`: a head Pingora cannot read (malformed, or not
 //!    complete within `PROXY_HEADER_TIMEOUT_SECONDS`) gets the gateway's JSON 400/408.
-//! 2. `early_request_filter`: the request id ([`request_id`]), pipelining on.
+//! 2. `early_request_filter`: the request id ([`request_id`]), TLS or not, pipelining on.
 //! 3. `request_filter`: the gateway's checks ([`checks`]), the route ([`crate::router`]),
-//!    the route's token check ([`crate::edge::auth`]), `100 Continue`, the client keep-alive;
-//!    refusals answer here.
-//! 4. `upstream_peer`: the route's peer at the address our resolver has
+//!    CORS preflights, the route's token check ([`crate::edge::auth`]), its rate limit,
+//!    a declared body over `max_body_bytes` (413), the body timeout, `100 Continue`, the
+//!    client keep-alive; refusals answer here.
+//! 4. `request_body_filter`: `max_body_bytes` for bodies without a declared length.
+//! 5. `upstream_peer`: the route's peer at the address our resolver has
 //!    ([`crate::upstream`]).
-//! 5. `upstream_request_filter`: the rewritten target, hop-by-hop and client-sent identity
+//! 6. `upstream_request_filter`: the rewritten target, hop-by-hop and client-sent identity
 //!    headers out, request id, verified identity and `X-Forwarded-*` in ([`headers`]).
-//! 6. `upstream_response_filter` and `response_filter`: hop-by-hop out, request id and
-//!    security headers in, HTTP/1.0 clients answered in their framing.
-//! 7. `fail_to_connect`, `fail_to_proxy`: the resolver refreshed after a failed connect;
+//! 7. `upstream_response_filter` and `response_filter`: a response head over 64 KiB
+//!    refused, hop-by-hop out, request id, security, CORS, `RateLimit-*` and HSTS headers
+//!    in, HTTP/1.0 clients answered in their framing.
+//! 8. `fail_to_connect`, `error_while_proxy`, `fail_to_proxy`: passive health, retries,
 //!    every failure answered as JSON 502/503/504/4xx ([`errors`]).
-//! 8. `logging`: one access line ([`access_log`]).
+//! 9. `logging`: one access line and the metrics ([`access_log`]).
 
 mod access_log;
 pub(crate) mod checks;
