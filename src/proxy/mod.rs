@@ -246,6 +246,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let upstream = self.upstream(ctx)?;
+        // A retry sends the body again from its start (Pingora's retry buffer passes
+        // through `request_body_filter` again): count it afresh.
+        ctx.body_bytes = 0;
         let trusted = &self.live.shared().trusted_proxies;
         let key = selection_key(session, upstream.balance(), trusted);
         let peer = upstream
