@@ -227,6 +227,8 @@ pub fn start(mut services: Vec<Service>) -> std::io::Result<Demo> {
             host: jwks_addr.ip().to_string(),
             port: jwks_addr.port(),
             path: "/.well-known/jwks.json".into(),
+            tls: false,
+            ca_file: None,
         },
         issuer: DEMO_ISSUER.into(),
         audience: DEMO_AUDIENCE.into(),

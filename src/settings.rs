@@ -215,9 +215,18 @@ impl Settings {
             required("JWT_ISSUER"),
             required("JWT_AUDIENCE"),
         );
-        let jwks_url = url
+        let mut jwks_url = url
             .map(|kv| JwksUrl::parse(kv.1.trim()).map_err(|e| bad(kv, &e)))
             .transpose()?;
+        if let Some(kv) = get("JWKS_CA_FILE") {
+            match jwks_url.as_mut() {
+                Some(url) if url.tls => {
+                    check_ca_file(kv.1.trim()).map_err(|e| bad(kv.clone(), &e))?;
+                    url.ca_file = Some(kv.1.trim().to_owned());
+                }
+                _ => return Err(bad(kv, "only applies to an https:// JWKS_URL")),
+            }
+        }
         let leeway_seconds = match get("JWT_LEEWAY_SECONDS") {
             None => DEFAULT_LEEWAY_SECONDS,
             Some(kv) => match kv.1.trim().parse::<u64>() {
@@ -437,6 +446,17 @@ fn tls_listener(
         port: tls_port,
         hsts_seconds,
     }))
+}
+
+/// A CA file as Pingora's TLS connector loads it (it panics on one that does not load):
+/// PEM certificates only, at least one.
+fn check_ca_file(path: &str) -> Result<(), String> {
+    let mut roots = pingora_rustls::RootCertStore::empty();
+    pingora_rustls::load_ca_file_into_store(path, &mut roots).map_err(|e| e.to_string())?;
+    if roots.is_empty() {
+        return Err("no certificate in it (expected -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(())
 }
 
 /// `CORS_ORIGINS`, `CORS_METHODS`, `CORS_HEADERS` (comma-separated), `CORS_CREDENTIALS`
@@ -747,7 +767,7 @@ mod tests {
             }
         }
         for (var, value) in [
-            ("JWKS_URL", "https://idp.example/jwks"),
+            ("JWKS_URL", "ftp://idp.example/jwks"),
             ("JWKS_URL", "auth-service:2000"),
             ("JWT_LEEWAY_SECONDS", "-3"),
             ("JWKS_REFRESH_SECONDS", "0"),
@@ -760,5 +780,42 @@ mod tests {
                 .to_string()
                 .contains("LOG_FORMAT")
         );
+    }
+
+    #[test]
+    fn jwks_over_https_may_name_its_ca_file() {
+        let https = ("JWKS_URL", "https://auth.example/.well-known/jwks.json");
+        let s = with(&[https, ("JWT_ISSUER", "i"), ("JWT_AUDIENCE", "a")]).unwrap();
+        let url = s.jwt.unwrap().jwks_url;
+        assert!(url.tls && url.ca_file.is_none());
+
+        let dir = std::env::temp_dir().join(format!("beat-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["auth.example".to_owned()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let ca_s = ca.to_str().unwrap();
+        let s = with(&[https, ("JWKS_CA_FILE", ca_s)]).unwrap();
+        assert_eq!(s.jwt, None, "issuer and audience are missing");
+        let s = with(&[
+            https,
+            ("JWKS_CA_FILE", ca_s),
+            ("JWT_ISSUER", "i"),
+            ("JWT_AUDIENCE", "a"),
+        ])
+        .unwrap();
+        assert_eq!(s.jwt.unwrap().jwks_url.ca_file.as_deref(), Some(ca_s));
+        // Only for https, and only a file that loads.
+        refused_naming(
+            &[("JWKS_URL", "http://auth:2000/k"), ("JWKS_CA_FILE", ca_s)],
+            "JWKS_CA_FILE",
+        );
+        refused_naming(&[("JWKS_CA_FILE", ca_s)], "JWKS_CA_FILE");
+        for bad in ["/nonexistent/ca.pem", not_pem.to_str().unwrap()] {
+            refused_naming(&[https, ("JWKS_CA_FILE", bad)], "JWKS_CA_FILE");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -452,3 +452,109 @@ async fn a_remembered_token_still_expires_on_time() {
     )
     .await;
 }
+
+/// A JWKS served over TLS with a certificate for 127.0.0.1 (rcgen): every connection gets
+/// `{"keys": [key]}`; the number of requests served is counted.
+async fn tls_jwks(
+    key: &RsaKey,
+) -> (
+    std::net::SocketAddr,
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    support::install_tls_provider();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+    let key_der =
+        rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key_der)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = json!({ "keys": [key.jwk.clone()] }).to_string();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, body, count) = (acceptor.clone(), body.clone(), count.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(reply.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, cert.cert.pem(), served)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwks_over_https_is_verified_against_its_ca() {
+    let key = RsaKey::generate();
+    let (addr, ca_pem, served) = tls_jwks(&key).await;
+    let up = upstream::http("core").await;
+    let url = format!("https://{addr}/.well-known/jwks.json");
+    let ca = support::temp_path("jwks-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let issuer_audience = [("JWT_ISSUER", jwt::ISSUER), ("JWT_AUDIENCE", jwt::AUDIENCE)];
+
+    // Trusting its CA: the keys load and a token works.
+    let mut env = vec![
+        ("JWKS_URL", url.as_str()),
+        ("JWKS_CA_FILE", ca.to_str().unwrap()),
+    ];
+    env.extend_from_slice(&issuer_audience);
+    let gw = Gateway::start_with(&routes(up.addr), &env);
+    gw.wait_for_log("jwks: 1 key(s) loaded");
+    let token = key.access_token("user-tls");
+    let resp = get(
+        &gw,
+        "/core/x",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(resp).await["headers"]["x-user-id"], "user-tls");
+    drop(gw);
+
+    // With the system's CAs only, the self-signed JWKS is not trusted: no keys, 401.
+    let before = served.load(std::sync::atomic::Ordering::SeqCst);
+    let mut env = vec![("JWKS_URL", url.as_str())];
+    env.extend_from_slice(&issuer_audience);
+    let gw = Gateway::start_with(&routes(up.addr), &env);
+    let log = gw.wait_for_log("jwks: cannot load keys");
+    assert!(log.contains("jwks: cannot load keys"), "{log}");
+    let resp = get(
+        &gw,
+        "/core/x",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "a JWKS request went out over an unverified connection"
+    );
+}

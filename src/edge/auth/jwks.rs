@@ -1,5 +1,5 @@
-//! The auth service's signing keys (its JWKS), fetched over HTTP with Pingora's own
-//! client, cached, and refreshed: in the background every `JWKS_REFRESH_SECONDS`, and at
+//! The auth service's signing keys (its JWKS), fetched over HTTP or HTTPS with Pingora's
+//! own client (certificates verified against the system's CAs or `JWKS_CA_FILE`), cached, and refreshed: in the background every `JWKS_REFRESH_SECONDS`, and at
 //! once (at most every [`MIN_REFETCH`]) when a token names a key the cache does not hold,
 //! so a rotated key works within seconds. A failed fetch keeps the cached keys.
 
@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use pingora_core::connectors::ConnectorOptions;
 use pingora_core::connectors::http::Connector;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
@@ -25,32 +26,30 @@ const FETCH_DEADLINE: Duration = Duration::from_secs(5);
 /// A JWKS larger than this is refused (a key set is a few KiB).
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
-/// Where the JWKS is served: `http://host[:port]/path`.
+/// Where the JWKS is served: `http[s]://host[:port]/path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwksUrl {
     pub host: String,
     pub port: u16,
     pub path: String,
+    /// `https`: the certificate is verified for `host`.
+    pub tls: bool,
+    /// PEM CA certificates to trust instead of the system's (`JWKS_CA_FILE`), for https.
+    pub ca_file: Option<String>,
 }
 
 impl JwksUrl {
-    /// Parse `JWKS_URL`. Only `http://`: the JWKS lives on the platform's own network
-    /// (auth-service:2000), and this build carries no TLS client.
+    /// Parse `JWKS_URL`: `http://` (the platform's own network, auth-service:2000) or
+    /// `https://`.
     pub fn parse(url: &str) -> Result<Self, String> {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("not a URL ({e}); expected http://host:port/path"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(
-                    "https is not supported (no TLS client in this build): serve the JWKS over \
-                     http on the platform's network, e.g. http://auth-service:2000/.well-known/jwks.json"
-                        .into(),
-                );
-            }
-            _ => return Err("expected an http:// URL".into()),
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err("expected an http:// or https:// URL".into()),
+        };
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
@@ -61,8 +60,10 @@ impl JwksUrl {
             .to_owned();
         Ok(JwksUrl {
             host,
-            port: uri.port_u16().unwrap_or(80),
+            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
             path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            tls,
+            ca_file: None,
         })
     }
 }
@@ -88,10 +89,17 @@ pub struct KeySet {
 
 impl KeySet {
     pub fn new(url: JwksUrl) -> Self {
+        // Pingora's connector loads the CA file when built (and panics on a bad one):
+        // settings checked it.
+        let connector = Connector::new(url.ca_file.clone().map(|ca_file| {
+            let mut options = ConnectorOptions::new(1);
+            options.ca_file = Some(ca_file);
+            options
+        }));
         KeySet {
             resolver: Resolver::new(&url.host, url.port),
             url,
-            connector: Connector::new(None),
+            connector,
             keys: ArcSwap::from_pointee(HashMap::new()),
             last_fetch: Mutex::new(None),
         }
@@ -152,7 +160,9 @@ impl KeySet {
 
     async fn fetch(&self) -> Result<Vec<u8>, String> {
         let addr = self.resolver.address().await.map_err(|e| e.to_string())?;
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        // The SNI is the host: it is also the name the certificate is verified for (an
+        // empty one would turn verification off).
+        let mut peer = HttpPeer::new(addr, self.url.tls, self.url.host.clone());
         peer.options.connection_timeout = Some(FETCH_DEADLINE);
         peer.options.read_timeout = Some(FETCH_DEADLINE);
         let (mut session, _) = self
@@ -162,7 +172,8 @@ impl KeySet {
             .map_err(|e| e.to_string())?;
         let mut req = RequestHeader::build("GET", self.url.path.as_bytes(), None)
             .map_err(|e| e.to_string())?;
-        let host = if self.url.port == 80 {
+        let default_port = if self.url.tls { 443 } else { 80 };
+        let host = if self.url.port == default_port {
             self.url.host.clone()
         } else {
             format!("{}:{}", self.url.host, self.url.port)
@@ -250,21 +261,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jwks_url_is_http_only() {
+    fn jwks_url_is_http_or_https() {
         assert_eq!(
             JwksUrl::parse("http://auth-service:2000/.well-known/jwks.json"),
             Ok(JwksUrl {
                 host: "auth-service".into(),
                 port: 2000,
-                path: "/.well-known/jwks.json".into()
+                path: "/.well-known/jwks.json".into(),
+                tls: false,
+                ca_file: None,
             })
         );
+        let https = JwksUrl::parse("https://auth.example/k").unwrap();
+        assert_eq!((https.tls, https.port), (true, 443));
         assert_eq!(
             JwksUrl::parse("http://[::1]/k").map(|u| u.host),
             Ok("::1".into())
         );
         assert_eq!(JwksUrl::parse("http://a").map(|u| u.path), Ok("/".into()));
-        assert!(JwksUrl::parse("https://a/k").unwrap_err().contains("https"));
         assert!(JwksUrl::parse("ftp://a/k").is_err());
         assert!(JwksUrl::parse("auth-service:2000/k").is_err());
         assert!(JwksUrl::parse("not a url").is_err());
