@@ -37,12 +37,22 @@ pub fn write_config(json: &str) -> PathBuf {
     path
 }
 
-/// A loopback port that nothing listens on (bound, then released).
+/// A loopback port that nothing listens on (bound, then released), never one this process
+/// handed out before: the kernel may give a just-released port again, and a gateway given
+/// the same port twice (public and admin) refuses to start.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("ephemeral port")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("ephemeral port")
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A services.json with one route per `(name, prefix, upstream, extra fields)`.
