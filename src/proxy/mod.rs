@@ -164,8 +164,11 @@ impl ProxyHttp for Gateway {
                 return refuse(session, ctx, reply, None).await;
             }
         }
+        // Token checks and rate limits may wait on a JWKS fetch or Redis: their futures are
+        // boxed only when a route uses them. Inline, they made this phase's future ~3 KiB,
+        // copied into its box on every request (~12,000 instructions each, callgrind).
         if let Some((mode, token)) = routed.auth
-            && let Err(why) = self.authenticate(mode, token, ctx).await
+            && let Err(why) = Box::pin(self.authenticate(mode, token, ctx)).await
         {
             return unauthorized(session, ctx, why).await;
         }
@@ -173,10 +176,13 @@ impl ProxyHttp for Gateway {
         if let Some(route) = ctx.route.filter(|&r| table.limits.limits(r)) {
             let peer = client_ip(session);
             let user = ctx.identity.as_ref().map(|i| i.user_id.as_str());
-            let outcome = table
-                .limits
-                .check(route, peer, &session.req_header().headers, user)
-                .await;
+            let outcome = Box::pin(table.limits.check(
+                route,
+                peer,
+                &session.req_header().headers,
+                user,
+            ))
+            .await;
             ctx.rate_limit = outcome;
             if outcome.is_some_and(|o| !o.allowed) {
                 table.metrics.rate_limited(ctx.route);
