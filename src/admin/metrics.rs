@@ -2,7 +2,6 @@
 //! (the one `pingora-prometheus` serves), with per-route handles resolved once so that a
 //! request pays a few atomic increments, not a label lookup per metric.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
@@ -16,8 +15,16 @@ use pingora_prometheus::prometheus::{
 pub const NO_ROUTE: &str = "-";
 
 /// Methods counted by name; any other is `OTHER` (a client must not mint label values).
-const METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+static METHODS: [http::Method; 9] = [
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::PATCH,
+    http::Method::DELETE,
+    http::Method::OPTIONS,
+    http::Method::CONNECT,
+    http::Method::TRACE,
 ];
 
 /// Seconds; from 1 ms to 60 s.
@@ -190,8 +197,9 @@ static FAMILIES: LazyLock<Option<Families>> = LazyLock::new(|| {
 struct RouteMetrics {
     name: String,
     duration: Option<Histogram>,
-    /// By method index and status.
-    requests: RwLock<HashMap<(u8, u16), IntCounter>>,
+    /// By method index and status (a bounded key space, so foldhash rather than SipHash:
+    /// this is looked up for every request).
+    requests: RwLock<foldhash::HashMap<(u8, u16), IntCounter>>,
 }
 
 /// The handles the request path uses, by route index (the last one: no route).
@@ -215,7 +223,7 @@ impl Metrics {
                 .map(|name| RouteMetrics {
                     duration: families.map(|f| f.duration.with_label_values(&[&name])),
                     name,
-                    requests: RwLock::new(HashMap::new()),
+                    requests: RwLock::new(foldhash::HashMap::default()),
                 })
                 .collect(),
         })
@@ -240,9 +248,10 @@ impl Metrics {
         if let Some(h) = &r.duration {
             h.observe(took.as_secs_f64());
         }
+        // `Method`s, not their text: the standard ones compare as enums.
         let method_index = METHODS
             .iter()
-            .position(|m| *m == method.as_str())
+            .position(|m| m == method)
             .unwrap_or(METHODS.len()) as u8;
         let key = (method_index, status);
         let cached = r.requests.read().ok().and_then(|m| m.get(&key).cloned());
@@ -252,8 +261,7 @@ impl Metrics {
                 let Some(f) = FAMILIES.as_ref() else { return };
                 let method = METHODS
                     .get(usize::from(method_index))
-                    .copied()
-                    .unwrap_or("OTHER");
+                    .map_or("OTHER", http::Method::as_str);
                 let status_text = status.to_string();
                 let c = f
                     .requests

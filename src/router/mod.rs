@@ -9,7 +9,6 @@
 mod path;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +50,10 @@ pub struct Route {
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<Route>,
-    by_prefix: HashMap<String, usize>,
+    /// Hashed with foldhash, not SipHash: every request looks up two or three candidate
+    /// prefixes, and the keys are the config's own (a client's path only probes the table,
+    /// so there is no flooding to resist).
+    by_prefix: foldhash::HashMap<String, usize>,
     /// No route prefix is longer: longer candidates are not looked up.
     longest: usize,
 }
