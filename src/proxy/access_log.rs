@@ -44,8 +44,15 @@ pub fn request(
     ctx: &RequestCtx,
     route: Option<(&Route, &Upstream)>,
 ) {
-    let req = session.req_header();
     let refusal = ctx.refusal.as_ref().map(|r| r as &dyn Display);
+    let error = e.map(|e| e as &dyn Display).or(refusal);
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    // Checked before the other fields are gathered: with `RUST_LOG=warn` this runs for
+    // every request and writes nothing.
+    if !logging::access_enabled(level(error.is_some(), status)) {
+        return;
+    }
+    let req = session.req_header();
     write(&Entry {
         start: ctx.start,
         method: req.method.as_str(),
@@ -55,11 +62,11 @@ pub fn request(
         route: route.map_or("-", |(r, _)| &r.name),
         upstream: route.map_or("-", |(_, u)| u.target()),
         upstream_addr: ctx.upstream_addr,
-        status: session.response_written().map_or(0, |r| r.status.as_u16()),
+        status,
         request_id: &ctx.request_id,
         bytes_in: session.body_bytes_read() as u64,
         bytes_out: session.body_bytes_sent() as u64,
-        error: e.map(|e| e as &dyn Display).or(refusal),
+        error,
     });
 }
 
@@ -82,12 +89,17 @@ pub fn unreadable_head(reply: Reply, request_id: &RequestId, e: &Error) {
     });
 }
 
-fn write(e: &Entry<'_>) {
-    let level = if e.error.is_some() || e.status >= 500 {
+/// Failures (an error, a 5xx) are warnings: `RUST_LOG=warn` keeps only them.
+fn level(error: bool, status: u16) -> log::Level {
+    if error || status >= 500 {
         log::Level::Warn
     } else {
         log::Level::Info
-    };
+    }
+}
+
+fn write(e: &Entry<'_>) {
+    let level = level(e.error.is_some(), e.status);
     // Nothing below is computed when the line would be filtered out (RUST_LOG=warn...).
     if !logging::access_enabled(level) {
         return;
