@@ -62,11 +62,11 @@ pub fn check<'a>(
     facts: &HeadFacts,
 ) -> Result<Checked<'a>, Refusal> {
     // HTTP/2 has no raw head: its target and decoded header list stand in for it.
+    let line = &raw[..memchr::memchr(b'\n', raw).unwrap_or(raw.len())];
     let (request_line, head) = if raw.is_empty() {
         (req.raw_path().len(), decoded_size(req))
     } else {
-        let line = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
-        (line, raw.len())
+        (line.len(), raw.len())
     };
     if request_line > MAX_REQUEST_LINE {
         return Err(refuse(414, "request target too long"));
@@ -88,7 +88,7 @@ pub fn check<'a>(
     if req.method == Method::CONNECT || req.method == Method::TRACE {
         return Err(refuse(405, "method not allowed"));
     }
-    let (path, query) = target(raw_target(raw).unwrap_or(req.raw_path()))?;
+    let (path, query) = target(raw_target(line).unwrap_or(req.raw_path()))?;
     if let Err(e) = check_path(path) {
         return Err(refuse(400, e.message()));
     }
@@ -201,12 +201,16 @@ fn host(req: &RequestHeader, facts: &HeadFacts) -> Result<(), Refusal> {
 }
 
 /// `host[:port]` as RFC 3986 writes it: reg-name, IPv4 or a bracketed IPv6 literal.
+/// (One table lookup per byte: this runs for every request.)
 fn is_authority(v: &[u8]) -> bool {
-    !v.is_empty()
-        && v.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
+    const ALLOWED: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            table[b] = c.is_ascii_alphanumeric()
                 || matches!(
-                    b,
+                    c,
                     b'-' | b'.'
                         | b'_'
                         | b'~'
@@ -225,8 +229,12 @@ fn is_authority(v: &[u8]) -> bool {
                         | b':'
                         | b'['
                         | b']'
-                )
-        })
+                );
+            b += 1;
+        }
+        table
+    };
+    !v.is_empty() && v.iter().all(|&b| ALLOWED[usize::from(b)])
 }
 
 /// Split the request target into path and query. Origin form (`/p?q`) and absolute form
@@ -260,9 +268,10 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
     s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
-/// The request target exactly as the client sent it (`http::Uri` would drop a fragment).
-fn raw_target(raw: &[u8]) -> Option<&[u8]> {
-    let line = raw.split(|&b| b == b'\n').next()?.trim_ascii_end();
+/// The request target exactly as the client sent it (`http::Uri` would drop a fragment),
+/// from the request line (without its LF).
+fn raw_target(line: &[u8]) -> Option<&[u8]> {
+    let line = line.trim_ascii_end();
     let start = line.iter().position(|&b| b == b' ')? + 1;
     let end = line.iter().rposition(|&b| b == b' ')?;
     line.get(start..end).map(<[u8]>::trim_ascii)

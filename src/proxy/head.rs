@@ -75,8 +75,8 @@ impl<'a> HeadFacts<'a> {
                     facts.preflight_headers.get_or_insert(value);
                 }
                 n if IDENTITY_HEADERS.contains(&n) => facts.identity = true,
-                other if is_hop_by_hop(other) => {
-                    facts.upgrade |= other == "upgrade";
+                _ if is_hop_by_hop(name) => {
+                    facts.upgrade |= name == http::header::UPGRADE;
                     facts.hop_by_hop = true;
                 }
                 _ => {}

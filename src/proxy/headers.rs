@@ -21,21 +21,24 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// A header that describes one connection (RFC 9110 §7.6.1), or the de-facto
 /// `Proxy-Connection`, the proxy credentials (meant for the gateway, not a service) and
 /// `HTTP2-Settings` (only meaningful with an `h2c` upgrade, which is never tunnelled).
-/// Names are lower case in a `HeaderMap`; a `match` compiles to a switch on the length, so
-/// the usual header costs one comparison.
-pub(super) fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-            | "http2-settings"
-    )
+/// Compared as `HeaderName`s, not as text: a standard name is an enum, so the usual header
+/// costs a few integer comparisons (spelling each name out cost more on every message).
+pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+    [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        HTTP2_SETTINGS,
+    ]
+    .contains(name)
 }
 
 /// Never removed because `Connection` names them: the message's framing and its `Host`.
@@ -47,23 +50,26 @@ fn is_protected(name: &[u8]) -> bool {
 
 /// The hop-by-hop headers a message carries: those of [`is_hop_by_hop`] that are present
 /// (but not `keep` ones) and those its `Connection` values nominate. One pass over the
-/// message's lines, no lookup by name unless `Connection` nominates one; when there are
-/// none, nothing is allocated.
+/// message's lines, no lookup by name unless `Connection` nominates one; when there is
+/// nothing to remove (a response whose only such line is a kept `Connection`: the usual
+/// case), nothing is allocated.
 fn hop_by_hop(headers: &http::HeaderMap, keep: &[HeaderName]) -> Vec<HeaderName> {
     let mut found: Vec<HeaderName> = Vec::new();
     for (name, value) in headers {
+        if !is_hop_by_hop(name) {
+            continue;
+        }
         if *name == header::CONNECTION {
             let nominated = tokens(value.as_bytes())
                 .filter(|t| !is_protected(t) && !is_connection_option(t))
                 .filter_map(|t| HeaderName::from_bytes(t).ok())
-                .filter(|n| headers.contains_key(n));
+                .filter(|n| headers.contains_key(n) && !keep.contains(n));
             found.extend(nominated);
         }
-        if is_hop_by_hop(name.as_str()) && !found.contains(name) {
+        if !keep.contains(name) && !found.contains(name) {
             found.push(name.clone());
         }
     }
-    found.retain(|name| !keep.contains(name));
     found
 }
 
@@ -316,10 +322,10 @@ mod tests {
             "upgrade",
             "http2-settings",
         ] {
-            assert!(is_hop_by_hop(name), "{name}");
+            assert!(is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
         }
         for name in ["host", "upgrade-insecure-requests", "content-length", "tea"] {
-            assert!(!is_hop_by_hop(name), "{name}");
+            assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
         }
     }
 
