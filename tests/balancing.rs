@@ -157,8 +157,16 @@ async fn a_failed_connect_is_retried_on_another_instance_then_ejected() {
 async fn no_healthy_instance_is_a_503_at_once() {
     let dead1: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dead2: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Two instances go through the balancer; one takes the single-instance path, which
+    // must still ask its health.
+    for instances in [&[dead1, dead2][..], &[dead1][..]] {
+        no_healthy_instance(instances).await;
+    }
+}
+
+async fn no_healthy_instance(instances: &[std::net::SocketAddr]) {
     let gw = Gateway::start(&route(
-        &[dead1, dead2],
+        instances,
         r#""health_check": {"interval_ms": 200, "timeout_ms": 100}"#,
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -132,6 +132,15 @@ impl Selector {
     }
 
     fn select(&self, key: &[u8], accept: impl Fn(&Backend, bool) -> bool) -> Option<Backend> {
+        // One instance (most routes): nothing to choose between. The balancer would walk
+        // its ring, hashing each candidate into a set of those seen, to arrive at the same
+        // one; its readiness (health, enabled) is still asked.
+        let backends = self.backends();
+        let all = backends.get_backend();
+        if all.len() == 1 {
+            let only = all.first()?;
+            return accept(only, backends.ready(only)).then(|| only.clone());
+        }
         match self {
             Selector::RoundRobin(lb) => lb.select_with(key, 256, accept),
             Selector::Hash(lb) => lb.select_with(key, 256, accept),
