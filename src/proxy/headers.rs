@@ -24,22 +24,21 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Compared as `HeaderName`s, not as text: a standard name is an enum, so the usual header
 /// costs a few integer comparisons (spelling each name out cost more on every message).
 pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
-    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
-    [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        HTTP2_SETTINGS,
-    ]
-    .contains(name)
+    HOP_BY_HOP.contains(name)
 }
+
+/// A `static`, not a `const`: a const array would be built and dropped on every call.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("http2-settings"),
+];
 
 /// Never removed because `Connection` names them: the message's framing and its `Host`.
 fn is_protected(name: &[u8]) -> bool {

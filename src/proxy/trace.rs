@@ -14,22 +14,21 @@ const LEN: usize = 55;
 
 /// The trace a request belongs to.
 #[derive(Debug, Clone)]
-pub struct Trace {
-    /// The `traceparent` the service receives.
-    header: HeaderValue,
-    /// The gateway wrote `header` (the client sent none, or a malformed one): the upstream
-    /// request needs it set, and the client's `tracestate` removed.
-    started: bool,
+pub enum Trace {
+    /// The client's valid `traceparent`, forwarded unchanged with its `tracestate`.
+    Joined(HeaderValue),
+    /// Started by the gateway (the client sent none, or a malformed one): the text of its
+    /// `traceparent`, set on the upstream request in place of the client's (whose
+    /// `tracestate` is removed). Kept as bytes: the header value is made once, when it is
+    /// set, rather than made here and copied again there.
+    Started([u8; LEN]),
 }
 
 impl Trace {
     /// The trace of a request whose `traceparent` is `incoming`.
     pub fn accept_or_start(incoming: Option<&HeaderValue>) -> Trace {
         match incoming {
-            Some(v) if is_valid(v.as_bytes()) => Trace {
-                header: v.clone(),
-                started: false,
-            },
+            Some(v) if is_valid(v.as_bytes()) => Trace::Joined(v.clone()),
             _ => Trace::start(),
         }
     }
@@ -42,26 +41,28 @@ impl Trace {
         let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
         hex_into(&mut text[3..35], &trace_id.to_be_bytes());
         hex_into(&mut text[36..52], &parent_id.to_be_bytes());
-        Trace {
-            // Lower-case hex and dashes: always a valid header value.
-            header: HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("")),
-            started: true,
-        }
+        Trace::Started(text)
     }
 
     /// The 32 hex digits of the trace id, for the logs.
     pub fn trace_id(&self) -> &str {
-        self.header
-            .to_str()
-            .ok()
-            .and_then(|s| s.get(3..35))
+        let text = match self {
+            Trace::Joined(header) => header.as_bytes(),
+            Trace::Started(text) => text,
+        };
+        text.get(3..35)
+            .and_then(|id| std::str::from_utf8(id).ok())
             .unwrap_or("-")
     }
 
     /// The `traceparent` to set on the upstream request, when the gateway started the
     /// trace (a client's valid one is already there).
     pub fn started_header(&self) -> Option<HeaderValue> {
-        self.started.then(|| self.header.clone())
+        match self {
+            Trace::Joined(_) => None,
+            // Lower-case hex and dashes: always a valid header value.
+            Trace::Started(text) => HeaderValue::from_bytes(text).ok(),
+        }
     }
 }
 
