@@ -147,7 +147,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Admission<A> {
             }
             Err(why) => {
                 metrics::connection_refused(why.label());
-                refuse(stream, why).await;
+                // Boxed: its read buffer would otherwise size every connection's task.
+                Box::pin(refuse(stream, why)).await;
                 None
             }
         }
