@@ -131,15 +131,23 @@ impl Selector {
         }
     }
 
-    fn select(&self, key: &[u8], accept: impl Fn(&Backend, bool) -> bool) -> Option<Backend> {
+    /// `checked`: an active health check runs on these backends (without one, and the
+    /// gateway never disables a backend by hand, every member is ready).
+    fn select(
+        &self,
+        key: &[u8],
+        checked: bool,
+        accept: impl Fn(&Backend, bool) -> bool,
+    ) -> Option<Backend> {
         // One instance (most routes): nothing to choose between. The balancer would walk
         // its ring, hashing each candidate into a set of those seen, to arrive at the same
-        // one; its readiness (health, enabled) is still asked.
+        // one; its readiness is asked only when a health check can have changed it.
         let backends = self.backends();
         let all = backends.get_backend();
         if all.len() == 1 {
             let only = all.first()?;
-            return accept(only, backends.ready(only)).then(|| only.clone());
+            let ready = !checked || backends.ready(only);
+            return accept(only, ready).then(|| only.clone());
         }
         match self {
             Selector::RoundRobin(lb) => lb.select_with(key, 256, accept),
@@ -336,12 +344,14 @@ impl Upstream {
     pub async fn peer(&self, key: &[u8], tried: &[SocketAddr]) -> Result<Box<HttpPeer>, PeerError> {
         self.ensure_discovered().await;
         let passive = self.passive_len.load(Ordering::Relaxed) > 0;
-        let chosen = self.selector.select(key, |b, healthy| {
-            let Some(addr) = b.addr.as_inet() else {
-                return false;
-            };
-            healthy && !tried.contains(addr) && !(passive && self.ejected(addr))
-        });
+        let chosen = self
+            .selector
+            .select(key, self.health.is_some(), |b, healthy| {
+                let Some(addr) = b.addr.as_inet() else {
+                    return false;
+                };
+                healthy && !tried.contains(addr) && !(passive && self.ejected(addr))
+            });
         let Some(backend) = chosen else {
             return Err(self.why_no_peer().await);
         };
