@@ -49,44 +49,55 @@ pub fn request(
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     // Checked before the other fields are gathered: with `RUST_LOG=warn` this runs for
     // every request and writes nothing.
-    if !logging::access_enabled(level(error.is_some(), status)) {
+    let level = level(error.is_some(), status);
+    if !logging::access_enabled(level) {
         return;
     }
     let req = session.req_header();
-    write(&Entry {
-        start: ctx.start,
-        method: req.method.as_str(),
-        path: req.uri.path(),
-        user: ctx.identity.as_ref().map_or("-", |i| &i.user_id),
-        trace_id: ctx.trace.as_ref().map_or("-", |t| t.trace_id()),
-        route: route.map_or("-", |(r, _)| &r.name),
-        upstream: route.map_or("-", |(_, u)| u.target()),
-        upstream_addr: ctx.upstream_addr,
-        status,
-        request_id: &ctx.request_id,
-        bytes_in: session.body_bytes_read() as u64,
-        bytes_out: session.body_bytes_sent() as u64,
-        error,
-    });
+    write(
+        level,
+        &Entry {
+            start: ctx.start,
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            user: ctx.identity.as_ref().map_or("-", |i| &i.user_id),
+            trace_id: ctx.trace.as_ref().map_or("-", |t| t.trace_id()),
+            route: route.map_or("-", |(r, _)| &r.name),
+            upstream: route.map_or("-", |(_, u)| u.target()),
+            upstream_addr: ctx.upstream_addr,
+            status,
+            request_id: &ctx.request_id,
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+            error,
+        },
+    );
 }
 
 /// The line for a head Pingora could not read: nothing is known of the request.
 pub fn unreadable_head(reply: Reply, request_id: &RequestId, e: &Error) {
-    write(&Entry {
-        start: Instant::now(),
-        method: "-",
-        path: "-",
-        user: "-",
-        trace_id: "-",
-        route: "-",
-        upstream: "-",
-        upstream_addr: None,
-        status: reply.status,
-        request_id,
-        bytes_in: 0,
-        bytes_out: 0,
-        error: Some(e),
-    });
+    // An error: always a warning.
+    if !logging::access_enabled(log::Level::Warn) {
+        return;
+    }
+    write(
+        log::Level::Warn,
+        &Entry {
+            start: Instant::now(),
+            method: "-",
+            path: "-",
+            user: "-",
+            trace_id: "-",
+            route: "-",
+            upstream: "-",
+            upstream_addr: None,
+            status: reply.status,
+            request_id,
+            bytes_in: 0,
+            bytes_out: 0,
+            error: Some(e),
+        },
+    );
 }
 
 /// Failures (an error, a 5xx) are warnings: `RUST_LOG=warn` keeps only them.
@@ -98,12 +109,8 @@ fn level(error: bool, status: u16) -> log::Level {
     }
 }
 
-fn write(e: &Entry<'_>) {
-    let level = level(e.error.is_some(), e.status);
-    // Nothing below is computed when the line would be filtered out (RUST_LOG=warn...).
-    if !logging::access_enabled(level) {
-        return;
-    }
+/// Write the line; callers have checked that `level` is enabled, before gathering `e`.
+fn write(level: log::Level, e: &Entry<'_>) {
     let micros = u64::try_from(e.start.elapsed().as_micros()).unwrap_or(u64::MAX);
     let upstream_addr = e.upstream_addr.map_or(Field::Str("-"), Field::Addr);
     let error = e.error.map_or(Field::Str("-"), Field::Display);
