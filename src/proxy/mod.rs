@@ -112,10 +112,12 @@ enum Unauthorized {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
+    /// Boxed: Pingora keeps the context inside its per-request future, which it moves
+    /// (copies) twice per request; a pointer there instead of ~450 bytes.
+    type CTX = Box<RequestCtx>;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        Box::default()
     }
 
     /// No default modules: Pingora's would add response compression, which a gateway in
@@ -132,9 +134,9 @@ impl ProxyHttp for Gateway {
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
-        let incoming = session.req_header().headers.get("x-request-id");
+        let incoming = session.req_header().headers.get(&request_id::HEADER);
         ctx.request_id = request_id::accept_or_generate(incoming);
         ctx.inflight = metrics::inflight();
         if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
@@ -147,58 +149,56 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let routed = match self.route(session, ctx) {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<bool> {
+        // Every answer the gateway gives itself is boxed (`Box::pin(refuse(..))`): inline,
+        // their futures (a response written to the client) sized this phase's future,
+        // which Pingora's `async_trait` copies into a box on every request, refused or not.
+        // Taken out and put back rather than cloned: an `Arc` clone is two atomic
+        // operations, and the table is needed in every phase.
+        let table = ctx.table.take().unwrap_or_else(|| self.live.current());
+        let routed = self.route(session, ctx, &table);
+        ctx.table = Some(table);
+        let routed = match routed {
             Ok(routed) => routed,
-            Err(reply) => return refuse(session, ctx, reply, None).await,
+            Err(reply) => return Box::pin(refuse(session, ctx, reply, None)).await,
         };
         // Preflights are the gateway's, before auth and rate limits.
         match routed.preflight {
             None => {}
-            Some(Ok(headers)) => return preflight(session, ctx, &headers).await,
+            Some(Ok(headers)) => return Box::pin(preflight(session, ctx, &headers)).await,
             Some(Err(())) => {
                 let reply = Reply {
                     status: 403,
                     message: "origin not allowed",
                 };
-                return refuse(session, ctx, reply, None).await;
+                return Box::pin(refuse(session, ctx, reply, None)).await;
             }
         }
-        // Token checks and rate limits may wait on a JWKS fetch or Redis: their futures are
-        // boxed only when a route uses them. Inline, they made this phase's future ~3 KiB,
-        // copied into its box on every request (~12,000 instructions each, callgrind).
+        // Token checks and rate limits may wait on a JWKS fetch or Redis: boxed too, and
+        // only when a route uses them.
         if let Some((mode, token)) = routed.auth
             && let Err(why) = Box::pin(self.authenticate(mode, token, ctx)).await
         {
-            return unauthorized(session, ctx, why).await;
+            return Box::pin(unauthorized(session, ctx, why)).await;
         }
-        let table = self.table(ctx);
-        if let Some(route) = ctx.route.filter(|&r| table.limits.limits(r)) {
-            let peer = client_ip(session);
-            let user = ctx.identity.as_ref().map(|i| i.user_id.as_str());
-            let outcome = Box::pin(table.limits.check(
-                route,
-                peer,
-                &session.req_header().headers,
-                user,
-            ))
-            .await;
-            ctx.rate_limit = outcome;
-            if outcome.is_some_and(|o| !o.allowed) {
-                table.metrics.rate_limited(ctx.route);
-                let reply = Reply {
-                    status: 429,
-                    message: "too many requests",
-                };
-                return refuse(session, ctx, reply, None).await;
-            }
+        let limited = ctx
+            .route
+            .filter(|&r| ctx.table.as_ref().is_some_and(|t| t.limits.limits(r)));
+        if let Some(route) = limited
+            && let Some(reply) = Box::pin(self.rate_limit(session, ctx, route)).await
+        {
+            return Box::pin(refuse(session, ctx, reply, None)).await;
         }
         if routed.too_large {
             let reply = Reply {
                 status: 413,
                 message: "request body too large",
             };
-            return refuse(session, ctx, reply, None).await;
+            return Box::pin(refuse(session, ctx, reply, None)).await;
         }
         if !session.is_body_empty() && !ctx.websocket {
             // Per read: a body that stalls this long ends with 408 (a WebSocket's tunnel
@@ -211,7 +211,7 @@ impl ProxyHttp for Gateway {
             session.set_ignore_info_resp(true);
         }
         if routed.expect_continue && !session.is_body_empty() {
-            session.write_continue_response().await?;
+            Box::pin(session.write_continue_response()).await?;
         }
         // Pingora keeps HTTP/1.1 connections open forever by default (or for as long as a
         // client's `Keep-Alive: timeout=` asks): the gateway decides.
@@ -230,7 +230,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         if let (Some(limit), Some(chunk)) = (ctx.body_limit, body.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;
@@ -249,12 +249,12 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
-        let upstream = self.upstream(ctx)?;
         // A retry sends the body again from its start (Pingora's retry buffer passes
         // through `request_body_filter` again): count it afresh.
         ctx.body_bytes = 0;
+        let upstream = self.upstream(ctx)?;
         let trusted = &self.live.shared().trusted_proxies;
         let key = selection_key(session, upstream.balance(), trusted);
         let peer = upstream
@@ -273,7 +273,7 @@ impl ProxyHttp for Gateway {
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
         _digest: Option<&pingora_core::protocols::Digest>,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         if let Ok(upstream) = self.upstream(ctx) {
             upstream.connected(ctx.upstream_addr);
@@ -285,7 +285,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         // Cloned, not taken: a retried request comes through here again.
         if let Some(target) = &ctx.upstream_target {
@@ -329,7 +329,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         if headers::head_size(upstream_response) > MAX_RESPONSE_HEAD {
             // A head this size from a service is broken or hostile; Pingora would pass
@@ -353,7 +353,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         if ctx.http10 && response.headers.get(http::header::CONTENT_LENGTH).is_none() {
             // An HTTP/1.0 client cannot read chunked coding: the body ends with the
@@ -370,12 +370,13 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
         e: Box<Error>,
     ) -> Box<Error> {
         // Nothing was sent: any method may go to another instance, once.
         let mut e = e;
-        if let Ok(upstream) = self.upstream(ctx) {
+        let table = ctx.table.clone();
+        if let Ok(upstream) = upstream_in(table.as_deref(), ctx.route) {
             upstream.connect_failed(ctx.upstream_addr);
             if let Some(addr) = ctx.upstream_addr {
                 ctx.tried.push(addr);
@@ -395,7 +396,7 @@ impl ProxyHttp for Gateway {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
@@ -405,8 +406,9 @@ impl ProxyHttp for Gateway {
         } else {
             e.set_retry(false);
         }
+        let table = ctx.table.clone();
         if e.retry()
-            && let Ok(upstream) = self.upstream(ctx)
+            && let Ok(upstream) = upstream_in(table.as_deref(), ctx.route)
             && upstream.has_other(ctx.upstream_addr, &ctx.tried)
             && let Some(addr) = ctx.upstream_addr
         {
@@ -419,7 +421,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> FailToProxy {
         let reply = errors::classify(e);
         if reply.status > 0 {
@@ -437,12 +439,24 @@ impl ProxyHttp for Gateway {
 
     /// Failures are in the access line (with their cause), so Pingora's own error line for
     /// each would say it twice.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+    fn suppress_error_log(
+        &self,
+        _session: &Session,
+        _ctx: &Box<RequestCtx>,
+        _error: &Error,
+    ) -> bool {
         true
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let table = self.table(ctx);
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
+        let current;
+        let table = match &ctx.table {
+            Some(table) => table,
+            None => {
+                current = self.live.current();
+                &current
+            }
+        };
         let route = ctx.route.and_then(|i| {
             let route = table.routes.routes().get(i)?;
             Some((route, &**table.upstreams.get(i)?))
@@ -461,8 +475,12 @@ impl ProxyHttp for Gateway {
 
 impl Gateway {
     /// Check the request, find its route, and what the route's auth needs.
-    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Routed, Reply> {
-        let table = self.table(ctx);
+    fn route(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        table: &Table,
+    ) -> Result<Routed, Reply> {
         let req = session.req_header();
         let raw = session
             .as_downstream()
@@ -572,17 +590,48 @@ impl Gateway {
         Ok(())
     }
 
+    /// The route's rate limit for this request: its outcome is kept for the response's
+    /// `RateLimit-*` headers; a 429 when it is spent.
+    async fn rate_limit(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        route: usize,
+    ) -> Option<Reply> {
+        let table = self.table(ctx);
+        let peer = client_ip(session);
+        let user = ctx.identity.as_ref().map(|i| i.user_id.as_str());
+        let headers = &session.req_header().headers;
+        let outcome = table.limits.check(route, peer, headers, user).await;
+        ctx.rate_limit = outcome;
+        if outcome.is_none_or(|o| o.allowed) {
+            return None;
+        }
+        table.metrics.rate_limited(ctx.route);
+        Some(Reply {
+            status: 429,
+            message: "too many requests",
+        })
+    }
+
     /// The request's table (the current one for a request that has none yet).
     fn table(&self, ctx: &RequestCtx) -> Arc<Table> {
         ctx.table.clone().unwrap_or_else(|| self.live.current())
     }
 
     /// The upstream of the request's route, in the request's table.
-    fn upstream(&self, ctx: &RequestCtx) -> Result<Arc<Upstream>> {
-        ctx.route
-            .and_then(|i| ctx.table.as_ref()?.upstreams.get(i).cloned())
-            .ok_or_else(|| Error::explain(pingora_core::ErrorType::InternalError, "no route"))
+    fn upstream<'c>(&self, ctx: &'c RequestCtx) -> Result<&'c Upstream> {
+        upstream_in(ctx.table.as_deref(), ctx.route)
     }
+}
+
+/// The upstream of `route` in `table`. (Borrowed: the phases that change the context
+/// meanwhile clone the table's `Arc` first.)
+fn upstream_in(table: Option<&Table>, route: Option<usize>) -> Result<&Upstream> {
+    route
+        .and_then(|i| table?.upstreams.get(i))
+        .map(|u| &**u)
+        .ok_or_else(|| Error::explain(pingora_core::ErrorType::InternalError, "no route"))
 }
 
 /// Answer a refused request with its JSON error (and `header`, when given). The connection

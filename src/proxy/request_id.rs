@@ -3,8 +3,12 @@
 //! client sends (too long, spaces, quotes, control bytes) would end up in our logs and in
 //! every service's, so it is replaced rather than trusted.
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use uuid::Uuid;
+
+/// The header's name, for lookups: a `HeaderName` is found without parsing the text of
+/// the name first (as a `&str` key is, on every request).
+pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest client-supplied id kept.
 const MAX_LEN: usize = 128;

@@ -342,7 +342,11 @@ impl Upstream {
     /// The peer for one request: a healthy instance, not one in `tried`, chosen by `key`
     /// (ignored by round robin).
     pub async fn peer(&self, key: &[u8], tried: &[SocketAddr]) -> Result<Box<HttpPeer>, PeerError> {
-        self.ensure_discovered().await;
+        // Discovery runs once per upstream and the failure answer is rare: both boxed, so
+        // that this per-request future stays small.
+        if !self.discovered.load(Ordering::Acquire) {
+            Box::pin(self.ensure_discovered()).await;
+        }
         let passive = self.passive_len.load(Ordering::Relaxed) > 0;
         let chosen = self
             .selector
@@ -353,7 +357,7 @@ impl Upstream {
                 healthy && !tried.contains(addr) && !(passive && self.ejected(addr))
             });
         let Some(backend) = chosen else {
-            return Err(self.why_no_peer().await);
+            return Err(Box::pin(self.why_no_peer()).await);
         };
         let mut peer = Box::new(self.template.clone());
         peer._address = backend.addr;
