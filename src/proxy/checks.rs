@@ -241,13 +241,17 @@ fn is_authority(v: &[u8]) -> bool {
 /// (`http://host/p?q`, answered like origin form) are accepted; `*` and authority form
 /// are not.
 fn target(raw: &[u8]) -> Result<(&str, Option<&str>), Refusal> {
-    let target =
-        std::str::from_utf8(raw).map_err(|_| refuse(400, "the request target is not UTF-8"))?;
-    if target.contains('#') {
+    // Searched as bytes: `str::contains` and `split_once` with a `char` pattern go through
+    // the generic pattern machinery (and the memchr crate's entry costs more than these
+    // short targets take to scan).
+    if raw.contains(&b'#') {
         return Err(refuse(400, "a request target must not contain '#'"));
     }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
+    let target =
+        std::str::from_utf8(raw).map_err(|_| refuse(400, "the request target is not UTF-8"))?;
+    let (path, query) = match raw.iter().position(|&b| b == b'?') {
+        // `?` is ASCII: both sides are on character boundaries.
+        Some(i) => (&target[..i], Some(&target[i + 1..])),
         None => (target, None),
     };
     if path.starts_with('/') {
@@ -281,7 +285,8 @@ fn raw_target(line: &[u8]) -> Option<&[u8]> {
 /// router and the service, and `//core/x` routes as `/core/x`. Only a path with `//` is
 /// copied.
 fn merge_slashes(path: &str) -> Cow<'_, str> {
-    if !path.contains("//") {
+    // Byte pairs: `str::contains("//")` sets up a substring search for every request.
+    if !path.as_bytes().windows(2).any(|w| w == b"//") {
         return Cow::Borrowed(path);
     }
     let mut merged = String::with_capacity(path.len());
