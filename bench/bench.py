@@ -358,8 +358,10 @@ def wait_for_200(url, header=None, timeout=15.0):
         time.sleep(0.2)
 
 
-def bare(port, up):
-    return Proc("pingora-bare", [str(TARGET / "examples" / "bare_proxy"), str(port), str(up)], port)
+def bare(port, up, timeouts=False):
+    name = "pingora-bare-timeouts" if timeouts else "pingora-bare"
+    return Proc(name, [str(TARGET / "examples" / "bare_proxy"), str(port), str(up)] + (["timeouts"] if timeouts else []),
+                port)
 
 
 def parse_wrk(text):
@@ -482,7 +484,7 @@ def main():
     work.chmod(0o755)  # nginx workers run unprivileged when started as root
     ports = {n: free_port() for n in ["up", "up-2", "up-3", "echo", "nginx", "nginx-log", "haproxy", "gateway",
                                            "gateway-nolog", "pingora-bare", "gateway-jwt", "gateway-nometrics",
-                                           "gateway-3"]}
+                                           "gateway-3", "pingora-bare-timeouts"]}
     procs = {}
     try:
         procs["up"] = upstream_nginx(work, ports["up"], (ports["up-2"], ports["up-3"]))
@@ -494,6 +496,7 @@ def main():
         procs["gateway"] = gateway(work, "gateway", ports["gateway"], ports["up"], ports["echo"], True)
         procs["gateway-nolog"] = gateway(work, "gateway-nolog", ports["gateway-nolog"], ports["up"], ports["echo"], False)
         procs["pingora-bare"] = bare(ports["pingora-bare"], ports["up"])
+        procs["pingora-bare-timeouts"] = bare(ports["pingora-bare-timeouts"], ports["up"], timeouts=True)
         jwks_url, token, jwks_server = jwt_fixture(work)
         procs["gateway-jwt"] = gateway(work, "gateway-jwt", ports["gateway-jwt"], ports["up"], ports["echo"], False,
                                        jwks_url)
@@ -509,7 +512,7 @@ def main():
         if args.targets:
             keep = set(args.targets.split(",")) | {"nginx"}
             proxies = [p for p in proxies if p in keep]
-        http_extra = [t for t in ["gateway-jwt", "gateway-nometrics", "gateway-3"]
+        http_extra = [t for t in ["gateway-jwt", "gateway-nometrics", "gateway-3", "pingora-bare-timeouts"]
                       if not args.targets or t in args.targets.split(",")]
         targets = ["direct"] + proxies + http_extra
         url = {t: f"http://127.0.0.1:{ports[t]}/core/api/items" for t in proxies + http_extra}
@@ -670,15 +673,28 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
                 ("gateway-3", "Three instances against one",
                  "`gateway-3` is `gateway-nolog` with `/core` on three instances (`upstreams`, round robin; "
                  "the same upstream nginx listening on three ports, so the upstream's cost is unchanged). "
-                 "Each instance keeps its own connection pool.")]
+                 "Each instance keeps its own connection pool."),
+                ("pingora-bare-timeouts", "Pingora's upstream timers, in the floor",
+                 "`pingora-bare-timeouts` is `pingora-bare` with the gateway's default upstream timeouts "
+                 "(connect 3 s, read and write 60 s: what answers a stalled service with 504). Each read "
+                 "that has to wait registers a Pingora timer, and each read or write with a timeout reads "
+                 "the clock; the gateway pays this on every request, the floor above does not.")]
     for t, title, text in variants:
-        if t in targets and "gateway-nolog" in targets:
-            lines += ["", f"## {title}", "", text + " Paired round by round with `gateway-nolog`.", "",
-                      f"| conns | {t} req/s vs gateway-nolog | CPU/req vs gateway-nolog |", "|---|---|---|"]
+        base = "pingora-bare" if t.startswith("pingora-bare") else "gateway-nolog"
+        if t in targets and base in targets:
+            lines += ["", f"## {title}", "", text + f" Paired round by round with `{base}`.", "",
+                      f"| conns | {t} req/s vs {base} | CPU/req vs {base} |", "|---|---|---|"]
             for c in conns_list:
-                v, lo, hi = paired(c, t, "rps", "gateway-nolog")
-                cv, clo, chi = paired(c, t, "cpu_per_100k", "gateway-nolog")
+                v, lo, hi = paired(c, t, "rps", base)
+                cv, clo, chi = paired(c, t, "cpu_per_100k", base)
                 lines.append(f"| {c} | {v:.2f}x ({lo:.2f}-{hi:.2f}) | {cv:.2f}x ({clo:.2f}-{chi:.2f}) |")
+            if t == "pingora-bare-timeouts" and "gateway-nolog" in targets:
+                lines += ["", "The gateway against this floor (the same timers on both sides):", "",
+                          "| conns | gateway-nolog req/s vs pingora-bare-timeouts | CPU/req |", "|---|---|---|"]
+                for c in conns_list:
+                    v, lo, hi = paired(c, "gateway-nolog", "rps", t)
+                    cv, clo, chi = paired(c, "gateway-nolog", "cpu_per_100k", t)
+                    lines.append(f"| {c} | {v:.2f}x ({lo:.2f}-{hi:.2f}) | {cv:.2f}x ({clo:.2f}-{chi:.2f}) |")
     if insns:
         g, n, b = insns["gateway"][0], insns["gateway-nolog"][0], insns["pingora-bare"][0]
         lines += ["", "User-space instructions per request under callgrind (wrk, 16 connections, "

@@ -9,7 +9,12 @@
 //! work stealing, no compression module, a peer built once and cloned per request, the
 //! listener's L4 buffers read 0 / write 1460, keep-alive 75 s.
 //!
-//!   bare_proxy LISTEN_PORT UPSTREAM_PORT
+//! With `timeouts`, the upstream peer also gets the gateway's default connect (3 s), read
+//! and write (60 s) timeouts, which any deployment that answers a stalled service with 504
+//! sets: the bench runs it as `pingora-bare-timeouts`, to show what Pingora's timers cost
+//! apart from the gateway's own work.
+//!
+//!   bare_proxy LISTEN_PORT UPSTREAM_PORT [timeouts]
 
 use async_trait::async_trait;
 use pingora_core::listeners::ListenerConfig;
@@ -97,9 +102,10 @@ impl ProxyHttp for Bare {
 fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u16>().ok());
     let (Some(Some(listen)), Some(Some(upstream))) = (args.next(), args.next()) else {
-        eprintln!("usage: bare_proxy LISTEN_PORT UPSTREAM_PORT");
+        eprintln!("usage: bare_proxy LISTEN_PORT UPSTREAM_PORT [timeouts]");
         std::process::exit(2);
     };
+    let timeouts = std::env::args().nth(3).is_some_and(|a| a == "timeouts");
     let Some(mut conf) = ServerConf::new() else {
         eprintln!("bare_proxy: no default Pingora configuration");
         std::process::exit(2);
@@ -112,6 +118,11 @@ fn main() {
     let upstream: std::net::SocketAddr = ([127, 0, 0, 1], upstream).into();
     let mut peer = HttpPeer::new(upstream, false, String::new());
     peer.options.idle_timeout = Some(std::time::Duration::from_secs(30));
+    if timeouts {
+        peer.options.connection_timeout = Some(std::time::Duration::from_secs(3));
+        peer.options.read_timeout = Some(std::time::Duration::from_secs(60));
+        peer.options.write_timeout = Some(std::time::Duration::from_secs(60));
+    }
     let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, Bare { peer });
     proxy.add_listener(
         ListenerConfig::tcp(format!("127.0.0.1:{listen}"))
