@@ -154,14 +154,14 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<bool> {
-        // Every answer the gateway gives itself is boxed (`Box::pin(refuse(..))`): inline,
-        // their futures (a response written to the client) sized this phase's future,
-        // which Pingora's `async_trait` copies into a box on every request, refused or not.
-        // Taken out and put back rather than cloned: an `Arc` clone is two atomic
-        // operations, and the table is needed in every phase.
+        // The table is taken out and put back rather than cloned: an `Arc` clone is two
+        // atomic operations, and the table is needed in every phase.
         let table = ctx.table.take().unwrap_or_else(|| self.live.current());
         let routed = self.route(session, ctx, &table);
         ctx.table = Some(table);
+        // Every answer the gateway gives itself is boxed (`Box::pin(refuse(..))`): inline,
+        // their futures (a response written to the client) sized this phase's future,
+        // which Pingora's `async_trait` copies into a box on every request, refused or not.
         let routed = match routed {
             Ok(routed) => routed,
             Err(reply) => return Box::pin(refuse(session, ctx, reply, None)).await,
