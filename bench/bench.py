@@ -22,6 +22,8 @@ and, in the HTTP rounds only, gateway-nolog with one thing changed, to price it:
   gateway-nometrics  ADMIN_METRICS=off
   gateway-3          three instances behind /core (round robin) instead of one
 
+and pingora-bare-timeouts: the floor with the gateway's upstream timeouts (Pingora's timers).
+
 Besides wall-clock figures, the gateway (log on and off) and the bare proxy are run under
 callgrind for a fixed load: user-space instructions per request are repeatable where req/s
 on a shared VM is not, so the cost of each feature shows without noise.
