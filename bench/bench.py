@@ -323,7 +323,7 @@ def gateway_cmd(work, port, up, echo, log, jwks_url=None, instances=(), metrics=
 
 def gateway(work, name, port, up, echo, log, jwks_url=None, instances=(), metrics=True):
     cmd, env = gateway_cmd(work, port, up, echo, log, jwks_url, instances, metrics)
-    stderr = open(work / f"{name}.log", "w")
+    stderr = open(work / f"{name}.log", "a")
     return Proc(name, cmd, port, env, stderr)
 
 
@@ -471,6 +471,8 @@ def main():
     ap.add_argument("--targets", default="", help="comma-separated subset of the proxies (nginx is always in)")
     ap.add_argument("--no-callgrind", action="store_true", help="skip the instructions-per-request runs")
     ap.add_argument("--callgrind-seconds", type=int, default=8)
+    ap.add_argument("--restart", action="store_true",
+                    help="start the gateways and the floors afresh every round (see bench/README.md)")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.idle = 1, 2, 2000
@@ -495,20 +497,26 @@ def main():
         procs["nginx"] = nginx_proxy(work, ports["nginx"], ports["up"], ports["echo"])
         procs["nginx-log"] = nginx_proxy(work, ports["nginx-log"], ports["up"], ports["echo"], "nginx-log", True)
         procs["haproxy"] = haproxy(work, ports["haproxy"], ports["up"], ports["echo"])
-        procs["gateway"] = gateway(work, "gateway", ports["gateway"], ports["up"], ports["echo"], True)
-        procs["gateway-nolog"] = gateway(work, "gateway-nolog", ports["gateway-nolog"], ports["up"], ports["echo"], False)
-        procs["pingora-bare"] = bare(ports["pingora-bare"], ports["up"])
-        procs["pingora-bare-timeouts"] = bare(ports["pingora-bare-timeouts"], ports["up"], timeouts=True)
         jwks_url, token, jwks_server = jwt_fixture(work)
-        procs["gateway-jwt"] = gateway(work, "gateway-jwt", ports["gateway-jwt"], ports["up"], ports["echo"], False,
-                                       jwks_url)
+        # The Rust proxies, as functions: `--restart` starts them afresh every round.
+        start = {
+            "gateway": lambda: gateway(work, "gateway", ports["gateway"], ports["up"], ports["echo"], True),
+            "gateway-nolog": lambda: gateway(work, "gateway-nolog", ports["gateway-nolog"], ports["up"], ports["echo"],
+                                             False),
+            "pingora-bare": lambda: bare(ports["pingora-bare"], ports["up"]),
+            "pingora-bare-timeouts": lambda: bare(ports["pingora-bare-timeouts"], ports["up"], timeouts=True),
+            "gateway-jwt": lambda: gateway(work, "gateway-jwt", ports["gateway-jwt"], ports["up"], ports["echo"], False,
+                                           jwks_url),
+            "gateway-nometrics": lambda: gateway(work, "gateway-nometrics", ports["gateway-nometrics"], ports["up"],
+                                                 ports["echo"], False, metrics=False),
+            "gateway-3": lambda: gateway(work, "gateway-3", ports["gateway-3"], ports["up"], ports["echo"], False,
+                                         instances=(ports["up"], ports["up-2"], ports["up-3"])),
+        }
+        for name, begin in start.items():
+            procs[name] = begin()
         # Only the HTTP rounds, each gateway-nolog with one thing changed: a valid token per
         # request; metrics off; three instances behind /core (round robin).
         header = {"gateway-jwt": f"Authorization: Bearer {token}"}
-        procs["gateway-nometrics"] = gateway(work, "gateway-nometrics", ports["gateway-nometrics"], ports["up"],
-                                             ports["echo"], False, metrics=False)
-        procs["gateway-3"] = gateway(work, "gateway-3", ports["gateway-3"], ports["up"], ports["echo"], False,
-                                     instances=(ports["up"], ports["up-2"], ports["up-3"]))
 
         proxies = ["nginx", "nginx-log", "haproxy", "gateway", "gateway-nolog", "pingora-bare"]
         if args.targets:
@@ -533,6 +541,15 @@ def main():
             for t in targets:  # warm-up
                 run_wrk(url[t], c, 1, 1, header.get(t))
             for r in range(args.rounds):
+                if args.restart and r > 0:
+                    # A process's speed depends a little on its own start (memory layout):
+                    # fresh processes each round put that into the interval too.
+                    for t in targets:
+                        if t in start:
+                            procs[t].stop()
+                            procs[t] = start[t]()
+                            wait_for_200(url[t], header.get(t))
+                            run_wrk(url[t], c, 1, 1, header.get(t))
                 order = targets[r % len(targets):] + targets[:r % len(targets)]
                 for t in order:
                     pids = procs["up" if t == "direct" else t].pids
@@ -619,7 +636,9 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
     lines += ["## Machine", ""] + [f"- {k}: {v}" for k, v in m.items()] + [""]
     lines += [f"Rounds: {args.rounds} x {args.seconds} s per target and concurrency, interleaved; medians. "
               f"wrk with 1 thread; every proxy with 1 worker; 1 KiB JSON from an nginx upstream (1 worker). "
-              + ("Proxies pinned to CPU 1, wrk and upstreams to CPU 0." if PIN else "No CPU pinning (one core)."), ""]
+              + ("Proxies pinned to CPU 1, wrk and upstreams to CPU 0." if PIN else "No CPU pinning (one core).")
+              + (" The gateways and the floors were started afresh every round (`--restart`)." if args.restart else ""),
+              ""]
     lines += ["## HTTP (1 KiB JSON)", "",
               "| conns | target | req/s | vs nginx | paired vs nginx (90% CI) | p50 ms | p99 ms | p99 paired vs nginx "
               "| CPU s / 100k req | vs nginx |",
