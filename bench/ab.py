@@ -10,7 +10,6 @@ the per-round ratios and its 90% bootstrap interval. Nothing is written.
   target/bench-venv/bin/python bench/ab.py DIR_A DIR_B [ROUNDS]   (default 14, ~2.5 min)
 """
 
-import random
 import statistics
 import sys
 import tempfile
@@ -49,12 +48,10 @@ def main():
                 res["cpu"] = (bench.cpu_seconds(gateways[i].pids) - before) / max(res["requests"], 1) * 1e5
                 runs[i].append(res)
         for key, label in (("rps", "req/s"), ("cpu", "CPU s/100k req")):
-            ratios = [b[key] / a[key] for a, b in zip(*runs) if a[key]]
-            rng = random.Random(0)
-            meds = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+            ratio, lo, hi = bench.median_ci([b[key] / a[key] for a, b in zip(*runs) if a[key]])
             a, b = (statistics.median(x[key] for x in run) for run in runs)
-            print(f"{label}: A {a:.2f}, B {b:.2f}; B/A {statistics.median(ratios):.3f} "
-                  f"(90% CI {meds[100]:.3f}-{meds[1899]:.3f}), {rounds} paired rounds")
+            print(f"{label}: A {a:.2f}, B {b:.2f}; B/A {ratio:.3f} (90% CI {lo:.3f}-{hi:.3f}), "
+                  f"{rounds} paired rounds")
     finally:
         for p in procs:
             p.stop()

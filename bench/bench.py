@@ -327,23 +327,34 @@ def gateway(work, name, port, up, echo, log, jwks_url=None, instances=(), metric
     return Proc(name, cmd, port, env, stderr)
 
 
-def instructions_per_request(work, name, cmd, env, port, url, seconds):
+def instructions_per_request(work, name, cmd, env, port, url, seconds, steady=False, extra=()):
     """Run `cmd` under callgrind, load it with wrk for `seconds`, and return user-space
-    instructions per request (startup included, spread over the requests)."""
+    instructions per request (startup included, spread over the requests) and the number of
+    requests. `steady`: count only during that load (`--instr-atstart=no`, then
+    `callgrind_control -i on/off`): repeatable to ~0.3%. `extra`: more valgrind arguments.
+    The callgrind file stays in `work` for `callgrind_annotate`."""
     out_file = work / f"callgrind.{name}.out"
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", *cmd],
+    counting = ["--instr-atstart=no"] if steady else []
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", *counting, *extra, f"--callgrind-out-file={out_file}",
+                             *cmd],
                             env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                             stderr=open(work / f"callgrind.{name}.log", "w"), start_new_session=True)
     try:
         wait_port(port, timeout=60)
-        run_wrk(url, 16, 1, 1)
+        run_wrk(url, 16, 2 if steady else 1, 1)
+        if steady:
+            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
         res = run_wrk(url, 16, seconds, 1)
+        if steady:
+            subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
+    # `totals:` (the first event, instructions); with the counters off at start, the
+    # header's `summary:` says 0.
     total = 0
-    for line in out_file.read_text().splitlines():
-        if line.startswith("totals:") or line.startswith("summary:"):
+    for line in out_file.read_text(errors="replace").splitlines():
+        if line.startswith("totals:"):
             total = int(line.split()[1])
     return total / max(res["requests"], 1), res["requests"]
 
@@ -434,6 +445,14 @@ async def idle_connections(port, count):
 
     await asyncio.gather(*(one() for _ in range(count)))
     return conns
+
+
+def median_ci(ratios):
+    """The median of per-round ratios and a 90% confidence interval of that median
+    (bootstrap over the rounds, seeded so that a report can be reproduced)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+    return statistics.median(ratios), medians[100], medians[1899]
 
 
 def machine():
@@ -565,12 +584,8 @@ def main():
 
         def paired(c, t, key, base="nginx"):
             """Ratios to `base` round by round (the two ran a minute apart at most, so a slow
-            spell of the VM hits both): the median, and a 90% confidence interval of that
-            median (bootstrap over the rounds, seeded so that a report can be reproduced)."""
-            ratios = [r[key] / n[key] for r, n in zip(http[c][t], http[c][base]) if n[key]]
-            rng = random.Random(0)
-            medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
-            return statistics.median(ratios), medians[100], medians[1899]
+            spell of the VM hits both), with `median_ci`."""
+            return median_ci([r[key] / n[key] for r, n in zip(http[c][t], http[c][base]) if n[key]])
 
         if args.http_only:
             for c in conns_list:
@@ -700,22 +715,21 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
                  "(connect 3 s, read and write 60 s: what answers a stalled service with 504). Each read "
                  "that has to wait registers a Pingora timer, and each read or write with a timeout reads "
                  "the clock; the gateway pays this on every request, the floor above does not.")]
+    def pair_row(c, t, base):
+        v, lo, hi = paired(c, t, "rps", base)
+        cv, clo, chi = paired(c, t, "cpu_per_100k", base)
+        return f"| {c} | {v:.2f}x ({lo:.2f}-{hi:.2f}) | {cv:.2f}x ({clo:.2f}-{chi:.2f}) |"
+
     for t, title, text in variants:
         base = "pingora-bare" if t.startswith("pingora-bare") else "gateway-nolog"
         if t in targets and base in targets:
             lines += ["", f"## {title}", "", text + f" Paired round by round with `{base}`.", "",
                       f"| conns | {t} req/s vs {base} | CPU/req vs {base} |", "|---|---|---|"]
-            for c in conns_list:
-                v, lo, hi = paired(c, t, "rps", base)
-                cv, clo, chi = paired(c, t, "cpu_per_100k", base)
-                lines.append(f"| {c} | {v:.2f}x ({lo:.2f}-{hi:.2f}) | {cv:.2f}x ({clo:.2f}-{chi:.2f}) |")
+            lines += [pair_row(c, t, base) for c in conns_list]
             if t == "pingora-bare-timeouts" and "gateway-nolog" in targets:
                 lines += ["", "The gateway against this floor (the same timers on both sides):", "",
                           "| conns | gateway-nolog req/s vs pingora-bare-timeouts | CPU/req |", "|---|---|---|"]
-                for c in conns_list:
-                    v, lo, hi = paired(c, "gateway-nolog", "rps", t)
-                    cv, clo, chi = paired(c, "gateway-nolog", "cpu_per_100k", t)
-                    lines.append(f"| {c} | {v:.2f}x ({lo:.2f}-{hi:.2f}) | {cv:.2f}x ({clo:.2f}-{chi:.2f}) |")
+                lines += [pair_row(c, "gateway-nolog", t) for c in conns_list]
     if insns:
         g, n, b = insns["gateway"][0], insns["gateway-nolog"][0], insns["pingora-bare"][0]
         lines += ["", "User-space instructions per request under callgrind (wrk, 16 connections, "

@@ -1,11 +1,10 @@
 #!/usr/bin/env python3
 """User-space instructions per request of gateway-nolog and the floor, counters on only under load.
 
-bench.py's callgrind figure spreads startup over the requests; this one starts each server
-under `valgrind --tool=callgrind --instr-atstart=no`, warms it up, switches the counters on
-(`callgrind_control -i on`) for a 10 s wrk run (16 connections) and off again, so the figure
-is the steady state: repeatable to ~0.3% from run to run. It keeps the callgrind files for
-`callgrind_annotate` (`--inclusive=yes`, `--tree=caller`) and prints where they are.
+bench.py's callgrind figure spreads startup over the requests; this one counts only during a
+10 s wrk run (16 connections) after a warm-up (`instructions_per_request(steady=True)`), so
+the figure is the steady state: repeatable to ~0.3% from run to run. It keeps the callgrind
+files for `callgrind_annotate` (`--inclusive=yes`, `--tree=caller`) and prints where they are.
 
   target/bench-venv/bin/python bench/callgrind.py [gateway|bare|both] [DIR] [-- VALGRIND_ARGS]
 
@@ -13,36 +12,11 @@ DIR holds `beat-gateway` and `examples/bare_proxy` (default target/release); ext
 arguments such as `--cache-sim=yes --branch-sim=yes` follow `--`.
 """
 
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import bench
-
-
-def measure(work, name, cmd, env, port, extra):
-    out = work / f"callgrind.{name}.out"
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", *extra,
-                             f"--callgrind-out-file={out}", *cmd], env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=open(work / f"callgrind.{name}.log", "w"),
-                            start_new_session=True)
-    try:
-        bench.wait_port(port, timeout=60)
-        url = f"http://127.0.0.1:{port}/core/api/items"
-        bench.run_wrk(url, 16, 2, 1)
-        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
-        res = bench.run_wrk(url, 16, 10, 1)
-        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=60)
-    total = sum(int(line.split()[1]) for line in out.read_text(errors="replace").splitlines()
-                if line.startswith("totals:"))
-    print(f"{name}: {total / max(res['requests'], 1):.0f} instructions/request over {res['requests']} "
-          f"requests -> {out}", flush=True)
 
 
 def main():
@@ -57,14 +31,19 @@ def main():
     up, echo = bench.free_port(), bench.free_port()
     upstream = bench.upstream_nginx(work, up)
     try:
+        runs = []
         if which in ("gateway", "both"):
             port = bench.free_port()
-            cmd, env = bench.gateway_cmd(work, port, up, echo, False)
-            measure(work, "gateway-nolog", cmd, env, port, extra)
+            runs.append(("gateway-nolog", *bench.gateway_cmd(work, port, up, echo, False), port))
         if which in ("bare", "both"):
             port = bench.free_port()
-            cmd = [str(bench.TARGET / "examples" / "bare_proxy"), str(port), str(up)]
-            measure(work, "pingora-bare", cmd, {}, port, extra)
+            runs.append(("pingora-bare", [str(bench.TARGET / "examples" / "bare_proxy"), str(port), str(up)], {},
+                         port))
+        for name, cmd, env, port in runs:
+            per_request, requests = bench.instructions_per_request(
+                work, name, cmd, env, port, f"http://127.0.0.1:{port}/core/api/items", 10, steady=True, extra=extra)
+            print(f"{name}: {per_request:.0f} instructions/request over {requests} requests -> "
+                  f"{work / f'callgrind.{name}.out'}", flush=True)
     finally:
         upstream.stop()
 
