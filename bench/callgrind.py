@@ -6,7 +6,10 @@ bench.py's callgrind figure spreads startup over the requests; this one counts o
 the figure is the steady state: repeatable to ~0.3% from run to run. It keeps the callgrind
 files for `callgrind_annotate` (`--inclusive=yes`, `--tree=caller`) and prints where they are.
 
-  target/bench-venv/bin/python bench/callgrind.py [gateway|bare|both] [DIR] [-- VALGRIND_ARGS]
+  target/bench-venv/bin/python bench/callgrind.py [gateway|bare|both|floors|all] [DIR] [-- VALGRIND_ARGS]
+
+`floors` runs pingora-bare, pingora-bare-timeouts and pingora-bare-required; `all`, those and
+the gateway.
 
 DIR holds `beat-gateway` and `examples/bare_proxy` (default target/release); extra valgrind
 arguments such as `--cache-sim=yes --branch-sim=yes` follow `--`.
@@ -32,12 +35,15 @@ def main():
     upstream = bench.upstream_nginx(work, up)
     try:
         runs = []
-        if which in ("gateway", "both"):
+        if which in ("gateway", "both", "all"):
             port = bench.free_port()
             runs.append(("gateway-nolog", *bench.gateway_cmd(work, port, up, echo, False), port))
-        if which in ("bare", "both"):
+        floors = {"bare": [("pingora-bare", [])], "both": [("pingora-bare", [])]}
+        floors["floors"] = floors["all"] = [("pingora-bare", []), ("pingora-bare-timeouts", ["timeouts"]),
+                                            ("pingora-bare-required", ["timeouts", "trace"])]
+        for name, flags in floors.get(which, []):
             port = bench.free_port()
-            runs.append(("pingora-bare", [str(bench.TARGET / "examples" / "bare_proxy"), str(port), str(up)], {},
+            runs.append((name, [str(bench.TARGET / "examples" / "bare_proxy"), str(port), str(up), *flags], {},
                          port))
         for name, cmd, env, port in runs:
             per_request, requests = bench.instructions_per_request(
