@@ -110,18 +110,14 @@ impl ProxyHttp for Bare {
 /// A started trace's `traceparent`: `00-` + 32 hex + `-` + 16 hex + `-01`, the ids written
 /// into a fixed buffer (as the gateway does: `format!` would cost ~2,000 instructions).
 fn traceparent() -> http::HeaderValue {
-    let ids = [rand::random::<u128>().max(1).to_be_bytes(), {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&rand::random::<u64>().max(1).to_be_bytes());
-        b
-    }];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let (trace_id, parent_id) = (rand::random::<u128>().max(1), rand::random::<u64>().max(1));
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    let spans = [(3usize, &ids[0][..]), (36, &ids[1][..8])];
-    for (at, bytes) in spans {
-        for (i, b) in bytes.iter().enumerate() {
-            text[at + 2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
-            text[at + 2 * i + 1] = b"0123456789abcdef"[usize::from(b & 0x0f)];
-        }
+    for i in 0..32 {
+        text[3 + i] = HEX[(trace_id >> (124 - 4 * i)) as usize & 0xf];
+    }
+    for i in 0..16 {
+        text[36 + i] = HEX[(parent_id >> (60 - 4 * i)) as usize & 0xf];
     }
     http::HeaderValue::from_bytes(&text).unwrap_or(http::HeaderValue::from_static("-"))
 }
