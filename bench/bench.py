@@ -328,26 +328,23 @@ def gateway(work, name, port, up, echo, log, jwks_url=None, instances=(), metric
     return Proc(name, cmd, port, env, stderr)
 
 
-def instructions_per_request(work, name, cmd, env, port, url, seconds, steady=False, extra=()):
+def instructions_per_request(work, name, cmd, env, port, url, seconds, extra=()):
     """Run `cmd` under callgrind, load it with wrk for `seconds`, and return user-space
-    instructions per request (startup included, spread over the requests) and the number of
-    requests. `steady`: count only during that load (`--instr-atstart=no`, then
-    `callgrind_control -i on/off`): repeatable to ~0.3%. `extra`: more valgrind arguments.
-    The callgrind file stays in `work` for `callgrind_annotate`."""
+    instructions per request and the number of requests. Counted only during that load
+    (`--instr-atstart=no`, then `callgrind_control -i on/off`), after a warm-up: startup is
+    not spread over the requests, so the figure repeats to ~0.3%. `extra`: more valgrind
+    arguments. The callgrind file stays in `work` for `callgrind_annotate`."""
     out_file = work / f"callgrind.{name}.out"
-    counting = ["--instr-atstart=no"] if steady else []
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", *counting, *extra, f"--callgrind-out-file={out_file}",
-                             *cmd],
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", *extra,
+                             f"--callgrind-out-file={out_file}", *cmd],
                             env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                             stderr=open(work / f"callgrind.{name}.log", "w"), start_new_session=True)
     try:
         wait_port(port, timeout=60)
-        run_wrk(url, 16, 2 if steady else 1, 1)
-        if steady:
-            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
+        run_wrk(url, 16, 2, 1)
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
         res = run_wrk(url, 16, seconds, 1)
-        if steady:
-            subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
@@ -372,10 +369,18 @@ def wait_for_200(url, header=None, timeout=15.0):
         time.sleep(0.2)
 
 
-def bare(port, up, timeouts=False, trace=False):
-    name = "pingora-bare-required" if trace else "pingora-bare-timeouts" if timeouts else "pingora-bare"
-    flags = (["timeouts"] if timeouts else []) + (["trace"] if trace else [])
-    return Proc(name, [str(TARGET / "examples" / "bare_proxy"), str(port), str(up), *flags], port)
+# The floors (bench/src/bare_proxy.rs) and their flags: the issue's floor; with the
+# gateway's upstream timeouts; with those and a W3C trace started per request.
+FLOORS = {"pingora-bare": [], "pingora-bare-timeouts": ["timeouts"],
+          "pingora-bare-required": ["timeouts", "trace"]}
+
+
+def bare_cmd(name, port, up):
+    return [str(TARGET / "examples" / "bare_proxy"), str(port), str(up), *FLOORS[name]]
+
+
+def bare(name, port, up):
+    return Proc(name, bare_cmd(name, port, up), port)
 
 
 def parse_wrk(text):
@@ -519,14 +524,11 @@ def main():
         procs["haproxy"] = haproxy(work, ports["haproxy"], ports["up"], ports["echo"])
         jwks_url, token, jwks_server = jwt_fixture(work)
         # The Rust proxies, as functions: `--restart` starts them afresh every round.
-        start = {
+        start = {f: (lambda f=f: bare(f, ports[f], ports["up"])) for f in FLOORS}
+        start |= {
             "gateway": lambda: gateway(work, "gateway", ports["gateway"], ports["up"], ports["echo"], True),
             "gateway-nolog": lambda: gateway(work, "gateway-nolog", ports["gateway-nolog"], ports["up"], ports["echo"],
                                              False),
-            "pingora-bare": lambda: bare(ports["pingora-bare"], ports["up"]),
-            "pingora-bare-timeouts": lambda: bare(ports["pingora-bare-timeouts"], ports["up"], timeouts=True),
-            "pingora-bare-required": lambda: bare(ports["pingora-bare-required"], ports["up"], timeouts=True,
-                                                  trace=True),
             "gateway-jwt": lambda: gateway(work, "gateway-jwt", ports["gateway-jwt"], ports["up"], ports["echo"], False,
                                            jwks_url),
             "gateway-nometrics": lambda: gateway(work, "gateway-nometrics", ports["gateway-nometrics"], ports["up"],
@@ -633,18 +635,13 @@ def main():
                 procs.pop(t).stop()
             cg_port = free_port()
             cg_url = f"http://127.0.0.1:{cg_port}/core/api/items"
-            # Counted under load only (`steady`): startup is not spread over the requests,
-            # so the figures repeat to ~0.3% and match bench/callgrind.py's.
             for name, log in (("gateway", True), ("gateway-nolog", False)):
                 cmd, env = gateway_cmd(work, cg_port, ports["up"], ports["echo"], log)
-                insns[name] = instructions_per_request(work, name, cmd, env, cg_port, cg_url, args.callgrind_seconds,
-                                                       steady=True)
+                insns[name] = instructions_per_request(work, name, cmd, env, cg_port, cg_url, args.callgrind_seconds)
                 print(f"  {name}: {insns[name][0]:.0f} instructions/request (callgrind)", flush=True)
-            for name, flags in (("pingora-bare", []), ("pingora-bare-timeouts", ["timeouts"]),
-                                ("pingora-bare-required", ["timeouts", "trace"])):
-                bare_cmd = [str(TARGET / "examples" / "bare_proxy"), str(cg_port), str(ports["up"]), *flags]
-                insns[name] = instructions_per_request(work, name, bare_cmd, {}, cg_port, cg_url,
-                                                       args.callgrind_seconds, steady=True)
+            for name in FLOORS:
+                insns[name] = instructions_per_request(work, name, bare_cmd(name, cg_port, ports["up"]), {}, cg_port,
+                                                       cg_url, args.callgrind_seconds)
                 print(f"  {name}: {insns[name][0]:.0f} instructions/request (callgrind)", flush=True)
         report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_rss, log_lines, insns)
     finally:

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """User-space instructions per request of gateway-nolog and the floor, counters on only under load.
 
-bench.py's callgrind figure spreads startup over the requests; this one counts only during a
-10 s wrk run (16 connections) after a warm-up (`instructions_per_request(steady=True)`), so
-the figure is the steady state: repeatable to ~0.3% from run to run. It keeps the callgrind
-files for `callgrind_annotate` (`--inclusive=yes`, `--tree=caller`) and prints where they are.
+Counted as in bench.py's full report (`bench.instructions_per_request`: only during the load,
+after a warm-up; repeatable to ~0.3%), here during a 10 s wrk run (16 connections), for the
+targets chosen, without the rest of the benchmark. It keeps the callgrind files for
+`callgrind_annotate` (`--inclusive=yes`, `--tree=caller`) and prints where they are.
 
   target/bench-venv/bin/python bench/callgrind.py [gateway|bare|both|floors|all] [DIR] [-- VALGRIND_ARGS]
 
@@ -38,16 +38,14 @@ def main():
         if which in ("gateway", "both", "all"):
             port = bench.free_port()
             runs.append(("gateway-nolog", *bench.gateway_cmd(work, port, up, echo, False), port))
-        floors = {"bare": [("pingora-bare", [])], "both": [("pingora-bare", [])]}
-        floors["floors"] = floors["all"] = [("pingora-bare", []), ("pingora-bare-timeouts", ["timeouts"]),
-                                            ("pingora-bare-required", ["timeouts", "trace"])]
-        for name, flags in floors.get(which, []):
+        floors = {"floors": list(bench.FLOORS), "all": list(bench.FLOORS), "bare": ["pingora-bare"],
+                  "both": ["pingora-bare"]}.get(which, [])
+        for name in floors:
             port = bench.free_port()
-            runs.append((name, [str(bench.TARGET / "examples" / "bare_proxy"), str(port), str(up), *flags], {},
-                         port))
+            runs.append((name, bench.bare_cmd(name, port, up), {}, port))
         for name, cmd, env, port in runs:
             per_request, requests = bench.instructions_per_request(
-                work, name, cmd, env, port, f"http://127.0.0.1:{port}/core/api/items", 10, steady=True, extra=extra)
+                work, name, cmd, env, port, f"http://127.0.0.1:{port}/core/api/items", 10, extra=extra)
             print(f"{name}: {per_request:.0f} instructions/request over {requests} requests -> "
                   f"{work / f'callgrind.{name}.out'}", flush=True)
     finally:
