@@ -13,6 +13,7 @@ use http::{Method, Version};
 use pingora_http::RequestHeader;
 
 use super::head::HeadFacts;
+use super::headers::tokens;
 use crate::router::check_path;
 
 /// Longest request line accepted (nginx's default `large_client_header_buffers`): 414
@@ -310,14 +311,6 @@ fn has_line(raw: &[u8], name: &[u8]) -> bool {
             && line[..name.len()].eq_ignore_ascii_case(name)
             && line[name.len()] == b':'
     })
-}
-
-/// The comma-separated tokens of a list header value, trimmed, empty ones skipped.
-pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
 }
 
 /// A `Content-Length` value: digits only, no sign, no list, no overflow.

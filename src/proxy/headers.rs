@@ -12,7 +12,6 @@ use http::header::{self, HeaderName};
 use pingora_core::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::checks::tokens;
 use super::request_id::RequestId;
 use crate::edge::auth::{IDENTITY_HEADERS, Identity};
 
@@ -70,6 +69,14 @@ fn hop_by_hop(headers: &http::HeaderMap, keep: &[HeaderName]) -> Vec<HeaderName>
         }
     }
     found
+}
+
+/// The comma-separated tokens of a list header value, trimmed, empty ones skipped.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 /// `Connection` tokens that are options, not header names to remove: `close`, and
