@@ -35,6 +35,7 @@ pub mod demo;
 pub mod edge;
 pub mod live;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod server;

@@ -40,7 +40,7 @@ pub fn build(
 ) -> anyhow::Result<Server> {
     // Before anything is counted.
     if !settings.metrics {
-        crate::admin::metrics::disable();
+        crate::metrics::disable();
     }
     let own_file = opt.conf.is_some();
     let mut conf = match &opt.conf {

@@ -4,12 +4,12 @@
 //! - `GET /healthz`: the process is alive (no token needed, for orchestrators).
 //! - `GET /readyz`: every route's service resolves (an instance that does not resolve takes
 //!   no traffic); else `503` JSON naming the services without a usable instance.
-//! - `GET /metrics`: Prometheus text, served by `pingora-prometheus`.
+//! - `GET /metrics`: Prometheus text (what [`crate::metrics`] counts), served by
+//!   `pingora-prometheus`.
 //! - `GET /routes`: the live route table as JSON, each instance and its health.
 //!
 //! Off loopback, every path but `/healthz` needs `Authorization: Bearer $ADMIN_TOKEN`.
 
-pub mod metrics;
 pub mod probe;
 
 use std::net::IpAddr;
@@ -25,6 +25,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::live::Live;
+use crate::metrics;
 
 /// What the admin endpoints report on: the live table.
 pub struct AdminState {

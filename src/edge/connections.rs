@@ -25,7 +25,7 @@ use pingora_core::protocols::{ALPN, Stream};
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::admin::metrics;
+use crate::metrics;
 
 /// How long a refused connection is given to send its request before the 503 (reading it
 /// first lets the client see the answer rather than a reset).

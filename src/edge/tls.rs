@@ -18,7 +18,7 @@ use pingora_rustls::{ClientHello, CryptoProvider, ResolvesServerCert};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::admin::metrics;
+use crate::metrics;
 
 /// The TLS listener's certificate and key, reloadable.
 pub struct Certificate {

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
-use crate::admin::metrics::{self, Metrics};
 use crate::config::{self, Service};
 use crate::edge::auth::{self, Mode, Verifier};
 use crate::edge::rate_limit::{RateLimits, Redis, RouteLimit};
+use crate::metrics::{self, Metrics};
 use crate::router::RouteTable;
 use crate::upstream::Upstream;
 

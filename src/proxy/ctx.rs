@@ -10,10 +10,10 @@ use http::HeaderValue;
 
 use super::request_id::RequestId;
 use super::trace::Trace;
-use crate::admin::metrics::Gauge;
 use crate::edge::auth::Identity;
 use crate::edge::rate_limit::Outcome;
 use crate::live::Table;
+use crate::metrics::Gauge;
 
 /// The per-request context (Pingora's `ProxyHttp::CTX`).
 #[derive(Debug)]

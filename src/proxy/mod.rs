@@ -48,10 +48,10 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 pub use ctx::RequestCtx;
 use errors::Reply;
 
-use crate::admin::metrics;
 use crate::edge::auth::{self, Mode, Rejected};
 use crate::edge::cors::{self, Decision, Policy};
 use crate::live::{Live, Table};
+use crate::metrics;
 use crate::upstream::{Balance, Upstream};
 use trace::Trace;
 

@@ -1,6 +1,9 @@
 //! The gateway's Prometheus metrics, registered in the `prometheus` crate's default registry
 //! (the one `pingora-prometheus` serves), with per-route handles resolved once so that a
 //! request pays a few atomic increments, not a label lookup per metric.
+//!
+//! A leaf beside the router and the upstreams: the edge filters, the live table and the
+//! request path count here, and the admin listener serves what they counted (`/metrics`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
