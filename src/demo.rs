@@ -19,9 +19,8 @@ use axum::response::{IntoResponse, Json, Response};
 use http_body_util::BodyExt;
 
 use crate::config::Service;
-use crate::edge::auth::{
-    DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_SECONDS, JwksUrl, JwtSettings, Mode, RouteAuth,
-};
+use crate::edge::auth::{Mode, RouteAuth};
+use crate::settings::{DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_SECONDS, JwksUrl, JwtSettings};
 
 /// The demo-only route that requires a token.
 pub const SECURE_PREFIX: &str = "/secure";

@@ -9,9 +9,12 @@ use std::time::Duration;
 use clap::Parser;
 use pingora_core::server::configuration::Opt;
 
-use crate::edge::auth::{DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_SECONDS, JwksUrl, JwtSettings};
 use crate::edge::cors::{Policy, PolicySpec};
 use ipnet::IpNet;
+
+mod jwt;
+
+pub use jwt::{DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_SECONDS, JwksUrl, JwtSettings};
 
 pub const DEFAULT_SERVICES: &str = "config/services.json";
 pub const DEFAULT_HOST: &str = "0.0.0.0";

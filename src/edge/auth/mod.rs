@@ -21,12 +21,9 @@ use pingora_core::services::background::BackgroundService;
 use pingora_memory_cache::MemoryCache;
 use serde::Deserialize;
 
-pub use jwks::{JwksUrl, KeySet};
+pub use jwks::KeySet;
 
-/// Default allowance for clock skew between the auth service and the gateway.
-pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
-/// Default period of the background JWKS refresh.
-pub const DEFAULT_REFRESH_SECONDS: u64 = 300;
+use crate::settings::JwtSettings;
 
 /// The identity headers the gateway sets from a verified token, and removes from every
 /// client request so that they can never be spoofed.
@@ -71,16 +68,6 @@ impl RouteAuth {
         });
         if open { Mode::Off } else { self.mode }
     }
-}
-
-/// The gateway's JWT settings (`JWKS_URL`, `JWT_ISSUER`, `JWT_AUDIENCE`, ...).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwtSettings {
-    pub jwks_url: JwksUrl,
-    pub issuer: String,
-    pub audience: String,
-    pub leeway_seconds: u64,
-    pub refresh: Duration,
 }
 
 /// What a verified token says about its bearer, as the service receives it.
