@@ -18,8 +18,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::response::{IntoResponse, Json, Response};
 use http_body_util::BodyExt;
 
-use crate::config::Service;
-use crate::edge::auth::{Mode, RouteAuth};
+use crate::config::{Mode, RouteAuth, Service};
 use crate::settings::{DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_SECONDS, JwksUrl, JwtSettings};
 
 /// The demo-only route that requires a token.

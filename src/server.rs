@@ -18,6 +18,7 @@ use crate::admin::{self, AdminState};
 use crate::config::Service;
 use crate::edge::auth::{JwksRefresh, Verifier};
 use crate::edge::connections::{Admission, Limits};
+use crate::edge::cors::Policy;
 use crate::edge::rate_limit::Redis;
 use crate::edge::tls::Certificate;
 use crate::live::watch::{HealthWalker, Housekeeping, Reloader};
@@ -149,13 +150,19 @@ pub fn build(
         settings.admin_token.clone(),
     ));
     let hsts = settings.tls.as_ref().and_then(|tls| tls.hsts_seconds);
+    let global_cors = settings
+        .cors
+        .as_ref()
+        .map(Policy::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("CORS_*: {e}"))?;
     let gateway = Gateway::new(
         live,
         (
             Duration::from_secs(settings.keepalive_seconds),
             Duration::from_secs(settings.body_timeout_seconds),
         ),
-        settings.cors.clone(),
+        global_cors,
         hsts,
     );
     let mut options = HttpServerOptions::default();

@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::Parser;
 use pingora_core::server::configuration::Opt;
 
-use crate::edge::cors::{Policy, PolicySpec};
 use ipnet::IpNet;
+
+use crate::config::cors::{Cors, PolicySpec};
 
 mod jwt;
 
@@ -96,7 +97,7 @@ pub struct Settings {
     /// Which of those three are missing (a route with auth on needs them all).
     pub jwt_missing: Vec<&'static str>,
     /// The global CORS policy (`CORS_ORIGINS` and friends); a service's own replaces it.
-    pub cors: Option<Policy>,
+    pub cors: Option<Cors>,
     /// Shared rate limits (`RATE_LIMIT_REDIS_URL`).
     pub rate_limit_redis: Option<String>,
     /// Peers whose `X-Forwarded-For` is believed for the `ip` rate-limit key.
@@ -466,7 +467,7 @@ fn check_ca_file(path: &str) -> Result<(), String> {
 /// (`true`/`false`), `CORS_MAX_AGE` (seconds). None without `CORS_ORIGINS`.
 fn cors_policy(
     get: &dyn Fn(&'static str) -> Option<(&'static str, String)>,
-) -> Result<Option<Policy>, SettingsError> {
+) -> Result<Option<Cors>, SettingsError> {
     let vars = [
         "CORS_ORIGINS",
         "CORS_METHODS",

@@ -3,6 +3,9 @@
 
 use serde::Deserialize;
 
+/// The config shipped in the repository, compiled in: demo mode starts from it.
+pub const SHIPPED: &str = include_str!("../../config/services.json");
+
 /// One entry of the `services` list (or one value of the older `services` map, whose key is
 /// the name).
 #[derive(Debug, Deserialize)]

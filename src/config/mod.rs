@@ -1,57 +1,26 @@
-//! `services.json`: read it, parse it into its serde shape ([`file`]), then validate it into
-//! [`Service`]s, the runtime model that the router and the upstreams are built from.
+//! `services.json`: read it, parse it into its serde shape ([`file`]), then validate it
+//! ([`validate`]) into [`Service`]s ([`model`], [`cors`]): plain data at the bottom of the
+//! house, which the router, the upstreams and the edge filters build their runtime objects
+//! from. Nothing here imports from them.
 //!
 //! Both forms of the file are accepted: the list form
 //! (`{"services": [{"name": "auth-service", ...}]}`) and the older map form
 //! (`{"services": {"auth-service": {...}}}`).
 
+pub mod cors;
 mod error;
 mod file;
+mod model;
 mod validate;
 
 use std::path::Path;
-use std::time::Duration;
-
-use crate::edge::auth::{Mode, RouteAuth};
-use crate::edge::cors::Policy;
-use crate::edge::rate_limit::{KeyKind, LimitSpec};
-use crate::upstream::{Balance, HealthCheck};
 
 pub use error::{ConfigError, Location};
-
-/// How long to wait for a TCP connection to an upstream when the file does not say.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long an upstream may stay silent mid-response when the file does not say.
-/// WebSocket connections are exempt once upgraded: see `upstream::Upstream::peer`.
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One validated service: every field holds a value the gateway can use as is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Service {
-    pub name: String,
-    /// The first instance (the only one unless `upstreams` lists several).
-    pub host: String,
-    pub port: u16,
-    /// Every instance, the first included: `(host, port)`.
-    pub instances: Vec<(String, u16)>,
-    pub balance: Balance,
-    pub health_check: Option<HealthCheck>,
-    /// Starts with `/`; never ends with `/` unless it is `/` itself.
-    pub prefix: String,
-    pub strip_prefix: bool,
-    /// Paths (after stripping) under these prefixes are not versioned. Same shape as `prefix`.
-    pub skip_prefix: Vec<String>,
-    pub api_version: Option<u32>,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    /// Token verification at the edge (off unless the file says).
-    pub auth: RouteAuth,
-    /// The service's own CORS policy (replaces the global one from the environment).
-    pub cors: Option<Policy>,
-    pub rate_limit: Option<LimitSpec>,
-    /// Largest request body the service receives (`None`: no limit, streamed).
-    pub max_body_bytes: Option<u64>,
-}
+pub use file::SHIPPED;
+pub use model::{
+    Balance, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, HealthCheck, KeyKind, LimitSpec, Mode,
+    RouteAuth, Service,
+};
 
 /// Read and validate the file at `path`.
 pub fn load(path: &Path) -> Result<Vec<Service>, ConfigError> {
@@ -85,9 +54,6 @@ pub fn fingerprint(text: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
-
-/// The config shipped in the repository, compiled in: demo mode starts from it.
-pub const SHIPPED: &str = include_str!("../../config/services.json");
 
 /// One line per route, for `--check` and the startup log.
 pub fn summary(services: &[Service]) -> Vec<String> {

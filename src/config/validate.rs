@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::cors::PolicySpec;
+use super::error::ConfigError;
 use super::file::{AuthEntry, HealthCheckEntry, RateLimitEntry, ServiceEntry};
-use super::{ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, Service};
-use crate::edge::auth::{Mode, RouteAuth};
-use crate::edge::cors::PolicySpec;
-use crate::edge::rate_limit::LimitSpec;
-use crate::upstream::{Balance, HealthCheck};
+use super::model::{
+    Balance, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, HealthCheck, LimitSpec, Mode,
+    RouteAuth, Service,
+};
 
 /// Longest timeout accepted, so that a typo (an extra zero or three) is caught rather than
 /// turning into connections that hang for days.

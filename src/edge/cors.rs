@@ -2,7 +2,8 @@
 //!
 //! A policy comes from the environment (`CORS_ORIGINS`, `CORS_METHODS`, `CORS_HEADERS`,
 //! `CORS_CREDENTIALS`, `CORS_MAX_AGE`) or from a service's `"cors"` block, which replaces
-//! the global one for its route. Preflights are answered by the gateway before auth and
+//! the global one for its route; both are validated as `config::cors` (plain data), and
+//! [`Policy::new`] makes their header values once. Preflights are answered by the gateway before auth and
 //! rate limits (the service never sees them); a preflight from an origin the policy does
 //! not allow gets a 403 without CORS headers. Responses to allowed origins carry
 //! `Access-Control-Allow-Origin` (the origin itself, so credentials can work) and expose
@@ -10,15 +11,12 @@
 //! them. `Vary: Origin` is on every response of a route with a policy.
 
 use http::HeaderValue;
+use http::header::InvalidHeaderValue;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
 
-/// Methods allowed when the policy does not list them.
-pub const DEFAULT_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
-/// Request headers allowed when the policy does not list them.
-pub const DEFAULT_HEADERS: &str = "Authorization, Content-Type, X-Request-ID";
-/// How long a browser may cache a preflight when the policy does not say (seconds).
-pub const DEFAULT_MAX_AGE: u64 = 600;
+use crate::config::cors::{Cors, Origins};
+
 /// The response headers a browser app may read.
 const EXPOSE: &str =
     "X-Request-ID, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset";
@@ -35,101 +33,22 @@ pub struct Policy {
     max_age: HeaderValue,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Origins {
-    Any,
-    List(Vec<String>),
-}
-
-/// A policy as written (services.json or the environment), before validation.
-#[derive(Debug, Clone, Default)]
-pub struct PolicySpec {
-    pub origins: Vec<String>,
-    pub methods: Vec<String>,
-    pub headers: Vec<String>,
-    pub credentials: bool,
-    pub max_age: Option<u64>,
-}
-
-/// Why a spec is not a usable policy, and in which field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl PolicySpec {
-    pub fn build(self) -> Result<Policy, SpecError> {
-        let err = |field, message: String| SpecError { field, message };
-        if self.origins.is_empty() {
-            return Err(err(
-                "origins",
-                "must list at least one origin (or \"*\")".into(),
-            ));
-        }
-        let any = self.origins.iter().any(|o| o == "*");
-        let origins = if any {
-            if self.credentials {
-                return Err(err(
-                    "credentials",
-                    "cannot be true with origin \"*\": any site could then act as the user; \
-                     list the origins"
-                        .into(),
-                ));
-            }
-            Origins::Any
-        } else {
-            for o in &self.origins {
-                check_origin(o).map_err(|m| err("origins", m))?;
-            }
-            Origins::List(self.origins)
-        };
-        let list = |items: Vec<String>, default: &str, field| -> Result<HeaderValue, SpecError> {
-            let text = if items.is_empty() {
-                default.to_owned()
-            } else {
-                items.join(", ")
-            };
-            let bad = items
-                .iter()
-                .find(|i| i.is_empty() || !i.bytes().all(|b| b.is_ascii_graphic() && b != b','));
-            if let Some(bad) = bad {
-                return Err(err(field, format!("'{bad}' is not a token")));
-            }
-            HeaderValue::from_str(&text).map_err(|e| err(field, e.to_string()))
-        };
-        let any_header = self.headers.iter().any(|h| h == "*");
-        let headers = if any_header {
-            None
-        } else {
-            Some(list(self.headers, DEFAULT_HEADERS, "headers")?)
-        };
-        let max_age = self.max_age.unwrap_or(DEFAULT_MAX_AGE);
-        if max_age > 86_400 {
-            return Err(err("max_age", format!("{max_age} s is more than a day")));
-        }
+impl Policy {
+    /// The policy `cors` describes (validated: its lists are tokens, so each is a header
+    /// value), with its header values made once.
+    pub fn new(cors: &Cors) -> Result<Policy, InvalidHeaderValue> {
         Ok(Policy {
-            origins,
-            methods: list(self.methods, DEFAULT_METHODS, "methods")?,
-            headers,
-            credentials: self.credentials,
-            max_age: HeaderValue::from(max_age),
+            origins: cors.origins.clone(),
+            methods: HeaderValue::from_str(&cors.methods)?,
+            headers: cors
+                .headers
+                .as_deref()
+                .map(HeaderValue::from_str)
+                .transpose()?,
+            credentials: cors.credentials,
+            max_age: HeaderValue::from(cors.max_age),
         })
     }
-}
-
-/// `scheme://host[:port]`, as an `Origin` header carries it.
-fn check_origin(o: &str) -> Result<(), String> {
-    let rest = o
-        .strip_prefix("https://")
-        .or_else(|| o.strip_prefix("http://"))
-        .ok_or_else(|| format!("'{o}' is not an origin (https://host[:port])"))?;
-    if rest.is_empty() || rest.contains('/') || !rest.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!(
-            "'{o}' is not an origin: scheme, host and port only, no path or trailing '/'"
-        ));
-    }
-    Ok(())
 }
 
 /// What the gateway does with a request under a policy.
@@ -227,15 +146,17 @@ pub fn apply(resp: &mut ResponseHeader, headers: &[(&'static str, HeaderValue)])
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::cors::{DEFAULT_METHODS, PolicySpec};
 
     fn policy(origins: &[&str], credentials: bool) -> Policy {
-        PolicySpec {
+        let cors = PolicySpec {
             origins: origins.iter().map(|o| o.to_string()).collect(),
             credentials,
             ..Default::default()
         }
         .build()
-        .unwrap()
+        .unwrap();
+        Policy::new(&cors).unwrap()
     }
 
     fn hv(s: &'static str) -> HeaderValue {
@@ -294,48 +215,20 @@ mod tests {
 
     #[test]
     fn any_header_reflects_what_the_preflight_asks() {
-        let p = PolicySpec {
+        let cors = PolicySpec {
             origins: vec!["*".into()],
             headers: vec!["*".into()],
             ..Default::default()
         }
         .build()
         .unwrap();
+        let p = Policy::new(&cors).unwrap();
         let Decision::Preflight(h) =
             p.decide(Some(&hv("https://a.example")), true, Some(&hv("X-Custom")))
         else {
             panic!();
         };
         assert!(h.contains(&("access-control-allow-headers", hv("X-Custom"))));
-    }
-
-    #[test]
-    fn specs_that_would_be_unsafe_or_wrong_are_refused() {
-        let spec = |origins: &[&str], credentials| PolicySpec {
-            origins: origins.iter().map(|o| o.to_string()).collect(),
-            credentials,
-            ..Default::default()
-        };
-        assert_eq!(spec(&["*"], true).build().unwrap_err().field, "credentials");
-        assert_eq!(spec(&[], false).build().unwrap_err().field, "origins");
-        for bad in [
-            "app.example",
-            "https://app.example/",
-            "https://app.example/x",
-            "https://",
-        ] {
-            assert_eq!(
-                spec(&[bad], false).build().unwrap_err().field,
-                "origins",
-                "{bad}"
-            );
-        }
-        let mut s = spec(&["https://a.example"], false);
-        s.methods = vec!["GET, POST".into()];
-        assert_eq!(s.build().unwrap_err().field, "methods");
-        let mut s = spec(&["https://a.example"], false);
-        s.max_age = Some(1_000_000);
-        assert_eq!(s.build().unwrap_err().field, "max_age");
     }
 
     #[test]

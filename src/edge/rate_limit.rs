@@ -23,51 +23,19 @@ use arc_swap::ArcSwapOption;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
+
+use crate::config::{KeyKind, LimitSpec};
 
 /// A Redis call that takes longer is abandoned for the local limiter.
 pub const REDIS_DEADLINE: Duration = Duration::from_millis(100);
 /// After a failed Redis call, Redis is tried again after this long.
 pub const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// What a request is counted by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyKind {
-    Ip,
-    User,
-    Header(HeaderName),
-}
-
-/// A route's limit as validated from services.json.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LimitSpec {
-    pub requests_per_second: f64,
-    pub burst: u32,
-    pub key: KeyKind,
-}
-
-impl LimitSpec {
-    /// Parse `"key"`: `ip`, `user` or `header:NAME`.
-    pub fn parse_key(key: &str) -> Result<KeyKind, String> {
-        match key {
-            "ip" => Ok(KeyKind::Ip),
-            "user" => Ok(KeyKind::User),
-            other => match other.strip_prefix("header:") {
-                Some(name) => HeaderName::from_bytes(name.trim().as_bytes())
-                    .map(KeyKind::Header)
-                    .map_err(|_| format!("'{name}' is not a header name")),
-                None => Err(format!(
-                    "'{other}' is not a key: use \"ip\", \"user\" or \"header:NAME\""
-                )),
-            },
-        }
-    }
-
-    /// The time between two requests at the sustained rate.
-    fn interval(&self) -> Duration {
-        Duration::from_secs_f64(1.0 / self.requests_per_second)
-    }
+/// The time between two requests at the sustained rate.
+fn interval(spec: &LimitSpec) -> Duration {
+    Duration::from_secs_f64(1.0 / spec.requests_per_second)
 }
 
 /// The decision for one request, and what its `RateLimit-*` headers say.
@@ -112,7 +80,7 @@ pub struct RouteLimit {
 impl RouteLimit {
     pub fn new(route: &str, spec: LimitSpec) -> Self {
         let burst = NonZeroU32::new(spec.burst).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(spec.interval())
+        let quota = Quota::with_period(interval(&spec))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
         let local: Local =
@@ -127,7 +95,7 @@ impl RouteLimit {
     /// The local decision for `key`.
     pub fn check_local(&self, key: &str) -> Outcome {
         let key = key.to_owned();
-        let interval = self.spec.interval();
+        let interval = interval(&self.spec);
         let limit = self.spec.burst;
         match self.local.check_key(&key) {
             Ok(snapshot) => {
@@ -236,7 +204,7 @@ impl Redis {
                 conn
             }
         };
-        let interval_ms = limit.spec.interval().as_secs_f64() * 1000.0;
+        let interval_ms = interval(&limit.spec).as_secs_f64() * 1000.0;
         let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = self
             .script
             .key(format!("beat-gateway:rl:{}:{key}", limit.route))
@@ -415,18 +383,6 @@ mod tests {
             h.last().map(|(n, v)| (*n, v.clone())),
             Some(("retry-after", HeaderValue::from(1u64)))
         );
-    }
-
-    #[test]
-    fn keys_parse() {
-        assert_eq!(LimitSpec::parse_key("ip"), Ok(KeyKind::Ip));
-        assert_eq!(LimitSpec::parse_key("user"), Ok(KeyKind::User));
-        assert_eq!(
-            LimitSpec::parse_key("header:X-Api-Key"),
-            Ok(KeyKind::Header(HeaderName::from_static("x-api-key")))
-        );
-        assert!(LimitSpec::parse_key("header:bad name").is_err());
-        assert!(LimitSpec::parse_key("cookie").is_err());
     }
 
     #[test]

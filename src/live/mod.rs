@@ -16,8 +16,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
-use crate::config::{self, Service};
-use crate::edge::auth::{self, Mode, Verifier};
+use crate::config::{self, Mode, Service};
+use crate::edge::auth::{self, Verifier};
+use crate::edge::cors::Policy;
 use crate::edge::rate_limit::{RateLimits, Redis, RouteLimit};
 use crate::metrics::{self, Metrics};
 use crate::router::RouteTable;
@@ -27,6 +28,8 @@ use crate::upstream::Upstream;
 pub struct Table {
     pub routes: RouteTable,
     pub upstreams: Vec<Arc<Upstream>>,
+    /// The route's own CORS policy, when it has one.
+    pub cors: Vec<Option<Arc<Policy>>>,
     pub limits: RateLimits,
     pub metrics: Arc<Metrics>,
 }
@@ -162,6 +165,16 @@ fn build(
         .map(|s| s.name.as_str())
         .collect();
     auth::check_settings(&with_auth, &shared.jwt_missing)?;
+    let cors = services
+        .iter()
+        .map(|s| {
+            s.cors
+                .as_ref()
+                .map(|c| Policy::new(c).map(Arc::new))
+                .transpose()
+                .map_err(|e| format!("service '{}', field 'cors': {e}", s.name))
+        })
+        .collect::<Result<_, _>>()?;
     let routes = RouteTable::new(services);
     let upstreams = routes
         .routes()
@@ -193,6 +206,7 @@ fn build(
     let table = Table {
         routes,
         upstreams,
+        cors,
         limits,
         metrics,
     };

@@ -48,11 +48,12 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 pub use ctx::RequestCtx;
 use errors::Reply;
 
-use crate::edge::auth::{self, Mode, Rejected};
+use crate::config::{Balance, Mode};
+use crate::edge::auth::{self, Rejected};
 use crate::edge::cors::{self, Decision, Policy};
 use crate::live::{Live, Table};
 use crate::metrics;
-use crate::upstream::{Balance, Upstream};
+use crate::upstream::Upstream;
 use trace::Trace;
 
 /// Largest response head taken from a service (nginx's `proxy_buffer_size` is 4-8 KiB;
@@ -493,7 +494,7 @@ impl Gateway {
         // Refusals before a route is known answer under the global CORS policy.
         let cors = |route: Option<usize>| {
             let policy = route
-                .and_then(|i| table.routes.routes().get(i)?.cors.as_ref())
+                .and_then(|i| table.cors.get(i)?.as_ref())
                 .or(self.global_cors.as_ref())?;
             let preflight = req.method == http::Method::OPTIONS && facts.preflight_method;
             Some(policy.decide(facts.origin, preflight, facts.preflight_headers))

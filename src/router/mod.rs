@@ -9,16 +9,11 @@
 mod path;
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use path::{PathError, check_path};
 
-use crate::config::Service;
-use crate::edge::auth::RouteAuth;
-use crate::edge::cors::Policy;
-use crate::edge::rate_limit::LimitSpec;
-use crate::upstream::{Balance, HealthCheck};
+use crate::config::{Balance, HealthCheck, LimitSpec, RouteAuth, Service};
 
 /// One route, with everything a request needs precomputed at load time.
 #[derive(Debug)]
@@ -40,8 +35,6 @@ pub struct Route {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub auth: RouteAuth,
-    /// The route's own CORS policy, if it has one.
-    pub cors: Option<Arc<Policy>>,
     pub rate_limit: Option<LimitSpec>,
     /// Largest request body forwarded (`None`: no limit).
     pub max_body_bytes: Option<u64>,
@@ -82,7 +75,6 @@ impl RouteTable {
                 connect_timeout: s.connect_timeout,
                 read_timeout: s.read_timeout,
                 auth: s.auth,
-                cors: s.cors.map(Arc::new),
                 rate_limit: s.rate_limit,
                 max_body_bytes: s.max_body_bytes,
             })

@@ -22,7 +22,6 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use http::HeaderName;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_load_balancing::discovery::ServiceDiscovery;
@@ -32,6 +31,7 @@ use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 pub use resolve::{ResolveError, Resolver};
 
+use crate::config::{Balance, HealthCheck};
 use crate::router::Route;
 
 /// An idle pooled connection to a service is closed after this long (services close
@@ -43,47 +43,6 @@ pub const EJECT_AFTER: u32 = 3;
 pub const EJECT_FOR: Duration = Duration::from_secs(10);
 /// The instances' names are looked up again this often (new or gone replicas).
 const REDISCOVER_EVERY: Duration = Duration::from_secs(10);
-
-/// How a route picks an instance (`"lb"` in services.json).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Balance {
-    RoundRobin,
-    /// Ketama on the client address.
-    HashIp,
-    /// Ketama on a header's value (the client address when absent).
-    HashHeader(HeaderName),
-}
-
-impl Balance {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text {
-            "round_robin" => Ok(Balance::RoundRobin),
-            "hash:ip" => Ok(Balance::HashIp),
-            other => match other.strip_prefix("hash:") {
-                Some(name) => HeaderName::from_bytes(name.as_bytes())
-                    .map(Balance::HashHeader)
-                    .map_err(|_| format!("'{name}' is not a header name")),
-                None => Err(format!(
-                    "'{other}' is not a balancing: use \"round_robin\", \"hash:ip\" or \"hash:<header>\""
-                )),
-            },
-        }
-    }
-}
-
-/// An active health check (`"health_check"` in services.json).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    /// `GET path` must answer 200; `None`: a TCP connect must succeed.
-    pub path: Option<String>,
-    pub interval: Duration,
-    pub timeout: Duration,
-}
-
-impl HealthCheck {
-    pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(5000);
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
-}
 
 /// Every address of every configured instance name.
 struct Dns(Vec<Resolver>);

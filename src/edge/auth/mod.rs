@@ -30,46 +30,6 @@ use crate::settings::JwtSettings;
 pub const IDENTITY_HEADERS: [&str; 4] =
     ["x-user-id", "x-user-role", "x-profile-id", "x-user-scopes"];
 
-/// How a route treats tokens (`"auth": {"mode": ...}` in services.json).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Mode {
-    /// Tokens are not looked at (identity headers are still removed).
-    #[default]
-    Off,
-    /// A token, when sent, must be valid; without one the request goes on anonymously.
-    Optional,
-    /// Every request needs a valid token.
-    Required,
-}
-
-/// A route's authentication: its mode and the paths it leaves open.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RouteAuth {
-    pub mode: Mode,
-    /// Path prefixes relative to the route's prefix (`/swagger` on `/core`), matched on
-    /// segment boundaries against the path as the client sent it.
-    pub public: Vec<String>,
-}
-
-impl RouteAuth {
-    /// The mode that applies to `path` (the client's path) on the route at `prefix`.
-    pub fn mode_for(&self, prefix: &str, path: &str) -> Mode {
-        if self.mode == Mode::Off {
-            return Mode::Off;
-        }
-        let rest = if prefix == "/" {
-            path
-        } else {
-            path.strip_prefix(prefix).unwrap_or(path)
-        };
-        let open = self.public.iter().any(|p| {
-            rest.strip_prefix(p.as_str())
-                .is_some_and(|after| after.is_empty() || after.starts_with('/'))
-        });
-        if open { Mode::Off } else { self.mode }
-    }
-}
-
 /// What a verified token says about its bearer, as the service receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -341,25 +301,6 @@ fn identity(claims: Claims) -> Result<Identity, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn public_paths_match_on_segment_boundaries_under_the_prefix() {
-        let auth = RouteAuth {
-            mode: Mode::Required,
-            public: vec!["/swagger".into(), "/health".into()],
-        };
-        assert_eq!(auth.mode_for("/core", "/core/swagger"), Mode::Off);
-        assert_eq!(
-            auth.mode_for("/core", "/core/swagger/index.html"),
-            Mode::Off
-        );
-        assert_eq!(auth.mode_for("/core", "/core/swaggerx"), Mode::Required);
-        assert_eq!(auth.mode_for("/core", "/core/users"), Mode::Required);
-        assert_eq!(auth.mode_for("/core", "/core"), Mode::Required);
-        assert_eq!(auth.mode_for("/", "/health"), Mode::Off);
-        let off = RouteAuth::default();
-        assert_eq!(off.mode_for("/core", "/core/users"), Mode::Off);
-    }
 
     #[test]
     fn missing_settings_are_named_only_when_a_route_needs_them() {
