@@ -19,7 +19,7 @@ pub use error::{ConfigError, Location};
 pub use file::SHIPPED;
 pub use model::{
     Balance, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, HealthCheck, KeyKind, LimitSpec, Mode,
-    RouteAuth, Service,
+    RouteAuth, Service, UpstreamSpec,
 };
 
 /// Read and validate the file at `path`.

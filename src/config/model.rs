@@ -43,6 +43,31 @@ pub struct Service {
     pub max_body_bytes: Option<u64>,
 }
 
+impl Service {
+    /// The part of the service its upstream is built from.
+    pub fn upstream(&self) -> UpstreamSpec {
+        UpstreamSpec {
+            instances: self.instances.clone(),
+            balance: self.balance.clone(),
+            health_check: self.health_check.clone(),
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+        }
+    }
+}
+
+/// What a service's upstream is built from: its instances, how one is chosen and checked,
+/// and how long to wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSpec {
+    /// Every instance, `(host, port)`, at least one; the first is the service's `host:port`.
+    pub instances: Vec<(String, u16)>,
+    pub balance: Balance,
+    pub health_check: Option<HealthCheck>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
 /// How a route treats tokens (`"auth": {"mode": ...}` in services.json).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Mode {

@@ -3,8 +3,8 @@
 //!
 //! A request takes the table current when its head arrives and keeps it to its end, so
 //! requests in flight and open WebSockets finish on the routes they started with. A new
-//! table carries over what has state and did not change: the upstream of a route with the
-//! same host, port and timeouts (its resolver's cache), and the limiter of a route with the
+//! table carries over what has state and did not change: the upstream of a service with
+//! the same instances, balance, health check and timeouts (its resolver's cache), and the limiter of a route with the
 //! same name and limit (its buckets). The JWKS cache is the verifier's, which outlives
 //! tables. An invalid file leaves the current table serving. The listener never restarts.
 
@@ -175,16 +175,17 @@ fn build(
                 .map_err(|e| format!("service '{}', field 'cors': {e}", s.name))
         })
         .collect::<Result<_, _>>()?;
-    let routes = RouteTable::new(services);
-    let upstreams = routes
-        .routes()
+    // Each upstream from its service's instances, balance, health check and timeouts.
+    let upstreams = services
         .iter()
-        .map(|route| {
+        .map(|service| {
+            let spec = service.upstream();
             previous
-                .and_then(|p| p.upstreams.iter().find(|u| u.serves(route)).cloned())
-                .unwrap_or_else(|| Arc::new(Upstream::new(route)))
+                .and_then(|p| p.upstreams.iter().find(|u| u.serves(&spec)).cloned())
+                .unwrap_or_else(|| Arc::new(Upstream::new(spec)))
         })
         .collect();
+    let routes = RouteTable::new(services);
     let limiters = routes
         .routes()
         .iter()

@@ -9,13 +9,13 @@
 mod path;
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 pub use path::{PathError, check_path};
 
-use crate::config::{Balance, HealthCheck, LimitSpec, RouteAuth, Service};
+use crate::config::{LimitSpec, RouteAuth, Service};
 
-/// One route, with everything a request needs precomputed at load time.
+/// One route, with everything a request needs precomputed at load time (its upstream,
+/// built from the same service, is the live table's, index for index).
 #[derive(Debug)]
 pub struct Route {
     /// Position in the table; upstream state is kept in a parallel list indexed by it.
@@ -26,14 +26,6 @@ pub struct Route {
     pub skip_prefix: Vec<String>,
     /// `/api/vN` when the service is versioned and its prefix is stripped.
     pub api_prefix: Option<String>,
-    pub host: String,
-    pub port: u16,
-    /// Every instance, `(host, port)`; the first is `host:port`.
-    pub instances: Vec<(String, u16)>,
-    pub balance: Balance,
-    pub health_check: Option<HealthCheck>,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
     pub auth: RouteAuth,
     pub rate_limit: Option<LimitSpec>,
     /// Largest request body forwarded (`None`: no limit).
@@ -67,13 +59,6 @@ impl RouteTable {
                 prefix: s.prefix,
                 strip_prefix: s.strip_prefix,
                 skip_prefix: s.skip_prefix,
-                host: s.host,
-                port: s.port,
-                instances: s.instances,
-                balance: s.balance,
-                health_check: s.health_check,
-                connect_timeout: s.connect_timeout,
-                read_timeout: s.read_timeout,
                 auth: s.auth,
                 rate_limit: s.rate_limit,
                 max_body_bytes: s.max_body_bytes,

@@ -10,8 +10,11 @@
 //! consistent hashing on the client address or a header. An instance is out while its
 //! active health check fails (HTTP `GET path`, or a TCP connect) and, passively, after
 //! [`EJECT_AFTER`] consecutive failed connects: until its health check passes again, or
-//! for [`EJECT_FOR`] when it has none. The peer is built once
-//! per route, with the route's timeouts, and cloned per request with the chosen address.
+//! for [`EJECT_FOR`] when it has none. The peer is built once per route, with the service's
+//! timeouts, and cloned per request with the chosen address.
+//!
+//! An upstream is built from what the service says of it (`config::UpstreamSpec`: its
+//! instances, balance, health check and timeouts), not from the router's route.
 
 mod resolve;
 
@@ -31,8 +34,7 @@ use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 pub use resolve::{ResolveError, Resolver};
 
-use crate::config::{Balance, HealthCheck};
-use crate::router::Route;
+use crate::config::{Balance, UpstreamSpec};
 
 /// An idle pooled connection to a service is closed after this long (services close
 /// theirs after 60-120 s; closing first avoids reusing one the service is closing).
@@ -139,19 +141,11 @@ pub struct Upstream {
     target: String,
     resolvers: Vec<Resolver>,
     selector: Selector,
-    balance: Balance,
-    health: Option<HealthCheck>,
     /// The route's peer with its options; its address is set per request.
     template: HttpPeer,
     /// What it was built from: a reload keeps an upstream (its resolver caches and
-    /// health state) whose route still says the same.
-    built_from: (
-        Vec<(String, u16)>,
-        Balance,
-        Option<HealthCheck>,
-        Duration,
-        Duration,
-    ),
+    /// health state) whose service still says the same.
+    spec: UpstreamSpec,
     discovered: AtomicBool,
     discovering: tokio::sync::Mutex<()>,
     last_discovery: Mutex<Option<Instant>>,
@@ -172,17 +166,21 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    pub fn new(route: &Route) -> Self {
-        let unspecified = SocketAddr::from(([0, 0, 0, 0], route.port));
+    /// The upstream of a service, from its instances, balance, health check and timeouts.
+    pub fn new(spec: UpstreamSpec) -> Self {
+        // The first instance (validation ensures there is one): the template's port until
+        // an address is chosen, and the `Host` of an HTTP health check.
+        let (host, port) = spec.instances.first().cloned().unwrap_or_default();
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], port));
         let mut template = HttpPeer::new(unspecified, false, String::new());
         let options = &mut template.options;
-        options.connection_timeout = Some(route.connect_timeout);
+        options.connection_timeout = Some(spec.connect_timeout);
         // Waiting for the service's response head, and for each later read of its body.
         // Pingora drops it once a WebSocket upgrade succeeded (see server.rs).
-        options.read_timeout = Some(route.read_timeout);
-        options.write_timeout = Some(route.read_timeout);
+        options.read_timeout = Some(spec.read_timeout);
+        options.write_timeout = Some(spec.read_timeout);
         options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-        let resolvers: Vec<Resolver> = route
+        let resolvers: Vec<Resolver> = spec
             .instances
             .iter()
             .map(|(host, port)| Resolver::new(host, *port))
@@ -193,22 +191,20 @@ impl Upstream {
             .collect::<Vec<_>>()
             .join(", ");
         let discovery = || Backends::new(Box::new(Dns(resolvers.clone())));
-        let mut selector = match route.balance {
+        let mut selector = match spec.balance {
             Balance::RoundRobin => Selector::RoundRobin(LoadBalancer::from_backends(discovery())),
             _ => Selector::Hash(LoadBalancer::from_backends(discovery())),
         };
-        if let Some(hc) = &route.health_check {
+        if let Some(hc) = &spec.health_check {
             let check: Box<dyn pingora_load_balancing::health_check::HealthCheck + Send + Sync> =
                 match &hc.path {
                     Some(path) => {
-                        let mut http = HttpHealthCheck::new(&route.host, false);
+                        let mut http = HttpHealthCheck::new(&host, false);
                         if let Ok(req) =
                             pingora_http::RequestHeader::build("GET", path.as_bytes(), None)
                         {
                             http.req = req;
-                            let _ = http
-                                .req
-                                .insert_header(http::header::HOST, route.host.as_str());
+                            let _ = http.req.insert_header(http::header::HOST, host.as_str());
                         }
                         http.peer_template.options.connection_timeout = Some(hc.timeout);
                         http.peer_template.options.read_timeout = Some(hc.timeout);
@@ -233,10 +229,8 @@ impl Upstream {
             target,
             resolvers,
             selector,
-            balance: route.balance.clone(),
-            health: route.health_check.clone(),
             template,
-            built_from: Self::key(route),
+            spec,
             discovered: AtomicBool::new(false),
             discovering: tokio::sync::Mutex::new(()),
             last_discovery: Mutex::new(None),
@@ -247,27 +241,9 @@ impl Upstream {
         }
     }
 
-    fn key(
-        route: &Route,
-    ) -> (
-        Vec<(String, u16)>,
-        Balance,
-        Option<HealthCheck>,
-        Duration,
-        Duration,
-    ) {
-        (
-            route.instances.clone(),
-            route.balance.clone(),
-            route.health_check.clone(),
-            route.connect_timeout,
-            route.read_timeout,
-        )
-    }
-
-    /// Whether this upstream is what `route` would build.
-    pub fn serves(&self, route: &Route) -> bool {
-        self.built_from == Self::key(route)
+    /// Whether this upstream is what `spec` would build.
+    pub fn serves(&self, spec: &UpstreamSpec) -> bool {
+        self.spec == *spec
     }
 
     /// The configured instances, `host:port, ...`, for logs.
@@ -276,7 +252,7 @@ impl Upstream {
     }
 
     pub fn balance(&self) -> &Balance {
-        &self.balance
+        &self.spec.balance
     }
 
     /// Look the instances up once before the first request (later, the walker does).
@@ -309,7 +285,7 @@ impl Upstream {
         let passive = self.passive_len.load(Ordering::Relaxed) > 0;
         let chosen = self
             .selector
-            .select(key, self.health.is_some(), |b, healthy| {
+            .select(key, self.spec.health_check.is_some(), |b, healthy| {
                 let Some(addr) = b.addr.as_inet() else {
                     return false;
                 };
@@ -414,7 +390,7 @@ impl Upstream {
         if due(&self.last_discovery, REDISCOVER_EVERY) {
             self.discover().await;
         }
-        if let Some(hc) = &self.health
+        if let Some(hc) = &self.spec.health_check
             && due(&self.last_check, hc.interval)
         {
             if let Ok(mut at) = self.last_check.lock() {
