@@ -28,6 +28,21 @@
 //! 8. `logging`: one access line per request.
 //!
 //! Configuration comes from `services.json` ([`config`]) and the environment ([`settings`]).
+//!
+//! The modules, from the ground up; each imports only from its own floor or a lower one, and
+//! no files import each other in a circle (`tests/layering.rs` checks both):
+//!
+//! 0. [`config`] (`services.json` validated into plain data: services, auth rule, CORS
+//!    policy, limit, balance, health check, timeouts) and [`settings`] (flags, environment).
+//! 1. Built from the model alone: [`router`] (route table, path rewrite), [`upstream`]
+//!    (instances, selection, health checks -> `HttpPeer`), [`metrics`], [`logging`].
+//! 2. [`edge`]: auth, CORS, rate limits, the TLS certificate, connection limits.
+//! 3. [`live`]: the live table (routes and, index for index, their upstreams, CORS policies
+//!    and limiters), reloaded as a whole.
+//! 4. [`admin`]: the admin listener.
+//! 5. [`proxy`]: the request path above.
+//! 6. [`server`] (the Pingora server) and [`demo`] (stand-in services for `--demo`).
+//! 7. `main.rs`.
 
 pub mod admin;
 pub mod config;

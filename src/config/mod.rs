@@ -1,5 +1,5 @@
 //! `services.json`: read it, parse it into its serde shape ([`file`]), then validate it
-//! ([`validate`]) into [`Service`]s ([`model`], [`cors`]): plain data at the bottom of the
+//! (`validate.rs`) into [`Service`]s (`model.rs`, [`cors`]): plain data at the bottom of the
 //! house, which the router, the upstreams and the edge filters build their runtime objects
 //! from. Nothing here imports from them.
 //!
