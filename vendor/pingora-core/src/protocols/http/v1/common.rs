@@ -32,6 +32,13 @@ pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;
 
 pub const CRLF: &[u8; 2] = b"\r\n";
+
+/// Room for the headers a proxy usually adds (forwarding, tracing and request ids on the
+/// way up; security and CORS headers on the way down) beyond those a parsed head came with.
+/// Header maps sized to exactly the headers read grow (rehash and reallocate, for both the
+/// value map and the case map) on the first such insert; reserving a few more slots when
+/// the head is parsed costs a few bytes instead.
+pub(crate) const PARSED_HEADERS_HEADROOM: usize = 8;
 /// The empty line that terminates a message's header section.
 pub(super) const HEADER_SECTION_END: &[u8; 4] = b"\r\n\r\n";
 pub const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
