@@ -311,7 +311,7 @@ impl ProxyHttp for Gateway {
             headers::set_identity(upstream_request, identity)?;
         }
         if let Some(traceparent) = ctx.trace.as_ref().and_then(Trace::started_header) {
-            upstream_request.insert_header("traceparent", traceparent)?;
+            upstream_request.insert_header(&headers::TRACEPARENT, traceparent)?;
             if ctx.tracestate {
                 upstream_request.remove_header("tracestate");
             }
