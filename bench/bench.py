@@ -141,10 +141,11 @@ class Proc:
         self.proc.wait()
 
 
-def nginx_conf(work, port, body):
+def nginx_conf(work, port, body, master=True):
     return f"""
 worker_processes 1;
 daemon off;
+master_process {"on" if master else "off"};
 pid {work}/nginx-{port}.pid;
 error_log {work}/nginx-{port}.err warn;
 worker_rlimit_nofile {resource.getrlimit(resource.RLIMIT_NOFILE)[1]};
@@ -182,7 +183,9 @@ def upstream_nginx(work, port, more_ports=()):
                 worker_children=True, cpu=LOAD_CPU)
 
 
-def nginx_proxy(work, port, up, echo, name="nginx", log=False):
+def nginx_proxy_cmd(work, port, up, echo, name="nginx", log=False, master=True):
+    """nginx doing the gateway's job; `master=False` runs the one worker in the first process
+    (the same request path, for callgrind, which then follows a single process)."""
     access_log = f"access_log {work}/{name}-access.log combined buffer=64k flush=1s;" if log else ""
     conf = nginx_conf(work, port, f"""
   {access_log}
@@ -207,14 +210,17 @@ def nginx_proxy(work, port, up, echo, name="nginx", log=False):
       proxy_set_header Connection $connection_upgrade;
       proxy_read_timeout 1h;
     }}
-  }}""")
-    path = work / f"nginx-{port}.conf"
+  }}""", master)
+    path = work / f"nginx-{port}{'' if master else '-single'}.conf"
     path.write_text(conf)
-    return Proc(name, ["nginx", "-c", str(path), "-e", str(work / "nginx-early.err")], port,
-                worker_children=True)
+    return ["nginx", "-c", str(path), "-e", str(work / "nginx-early.err")]
 
 
-def haproxy(work, port, up, echo):
+def nginx_proxy(work, port, up, echo, name="nginx", log=False):
+    return Proc(name, nginx_proxy_cmd(work, port, up, echo, name, log), port, worker_children=True)
+
+
+def haproxy_cmd(work, port, up, echo):
     conf = f"""
 global
   nbthread 1
@@ -245,9 +251,13 @@ backend be_echo_strip
 backend be_echo
   server s1 127.0.0.1:{echo}
 """
-    path = work / "haproxy.cfg"
+    path = work / f"haproxy-{port}.cfg"
     path.write_text(conf)
-    return Proc("haproxy", ["haproxy", "-f", str(path), "-db"], port, stderr=open(work / "haproxy.err", "w"))
+    return ["haproxy", "-f", str(path), "-db"]
+
+
+def haproxy(work, port, up, echo):
+    return Proc("haproxy", haproxy_cmd(work, port, up, echo), port, stderr=open(work / "haproxy.err", "w"))
 
 
 def jwt_fixture(work):
@@ -296,7 +306,7 @@ def jwt_fixture(work):
     return f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json", token, server
 
 
-def gateway_cmd(work, port, up, echo, log, jwks_url=None, instances=(), metrics=True):
+def gateway_cmd(work, port, up, echo, log, jwks_url=None, instances=(), metrics=True, target=None):
     """The gateway's command line and environment (the services file is written here).
     With `jwks_url`, `/core` requires a token verified against it; with `instances` (ports),
     `/core` has those upstreams instead of `up`; `metrics=False` sets ADMIN_METRICS=off."""
@@ -319,11 +329,11 @@ def gateway_cmd(work, port, up, echo, log, jwks_url=None, instances=(), metrics=
         env.update({"JWKS_URL": jwks_url, "JWT_ISSUER": "bench-issuer", "JWT_AUDIENCE": "bench-audience"})
     if not metrics:
         env["ADMIN_METRICS"] = "off"
-    return [str(TARGET / "beat-gateway"), "--services", str(path)], env
+    return [str((target or TARGET) / "beat-gateway"), "--services", str(path)], env
 
 
-def gateway(work, name, port, up, echo, log, jwks_url=None, instances=(), metrics=True):
-    cmd, env = gateway_cmd(work, port, up, echo, log, jwks_url, instances, metrics)
+def gateway(work, name, port, up, echo, log, jwks_url=None, instances=(), metrics=True, target=None):
+    cmd, env = gateway_cmd(work, port, up, echo, log, jwks_url, instances, metrics, target)
     stderr = open(work / f"{name}.log", "a")
     return Proc(name, cmd, port, env, stderr)
 
@@ -498,7 +508,12 @@ def main():
     ap.add_argument("--callgrind-seconds", type=int, default=8)
     ap.add_argument("--restart", action="store_true",
                     help="start the gateways and the floors afresh every round (see bench/README.md)")
+    ap.add_argument("--before", metavar="DIR", type=Path,
+                    help="a directory holding the gateway built before the patch series (beat-gateway): "
+                         "run as gateway-before (access log off) in the HTTP rounds and under callgrind")
     args = ap.parse_args()
+    if args.before and not (args.before / "beat-gateway").is_file():
+        ap.error(f"--before {args.before}: no beat-gateway there")
     if args.quick:
         args.rounds, args.seconds, args.idle = 1, 2, 2000
     conns_list = [int(c) for c in args.conns.split(",")]
@@ -513,7 +528,8 @@ def main():
     work.chmod(0o755)  # nginx workers run unprivileged when started as root
     ports = {n: free_port() for n in ["up", "up-2", "up-3", "echo", "nginx", "nginx-log", "haproxy", "gateway",
                                            "gateway-nolog", "pingora-bare", "gateway-jwt", "gateway-nometrics",
-                                           "gateway-3", "pingora-bare-timeouts", "pingora-bare-required"]}
+                                           "gateway-3", "pingora-bare-timeouts", "pingora-bare-required",
+                                           "gateway-before"]}
     procs = {}
     try:
         procs["up"] = upstream_nginx(work, ports["up"], (ports["up-2"], ports["up-3"]))
@@ -536,6 +552,9 @@ def main():
             "gateway-3": lambda: gateway(work, "gateway-3", ports["gateway-3"], ports["up"], ports["echo"], False,
                                          instances=(ports["up"], ports["up-2"], ports["up-3"])),
         }
+        if args.before:
+            start["gateway-before"] = lambda: gateway(work, "gateway-before", ports["gateway-before"], ports["up"],
+                                                      ports["echo"], False, target=args.before)
         for name, begin in start.items():
             procs[name] = begin()
         # Only the HTTP rounds, each gateway-nolog with one thing changed: a valid token per
@@ -549,6 +568,7 @@ def main():
         http_extra = [t for t in ["gateway-jwt", "gateway-nometrics", "gateway-3", "pingora-bare-timeouts",
                                   "pingora-bare-required"]
                       if not args.targets or t in args.targets.split(",")]
+        http_extra += ["gateway-before"] if args.before else []
         targets = ["direct"] + proxies + http_extra
         url = {t: f"http://127.0.0.1:{ports[t]}/core/api/items" for t in proxies + http_extra}
         url["direct"] = f"http://127.0.0.1:{ports['up']}/api/items"
@@ -631,8 +651,9 @@ def main():
         # runs (one at a time) have the machine to themselves.
         insns = {}
         if shutil.which("valgrind") and not args.no_callgrind:
-            for t in ["gateway", "gateway-nolog", "pingora-bare"]:
-                procs.pop(t).stop()
+            for t in ["gateway", "gateway-nolog", "pingora-bare", "gateway-before", "nginx", "haproxy"]:
+                if t in procs:
+                    procs.pop(t).stop()
             cg_port = free_port()
             cg_url = f"http://127.0.0.1:{cg_port}/core/api/items"
             for name, log in (("gateway", True), ("gateway-nolog", False)):
@@ -642,6 +663,14 @@ def main():
             for name in FLOORS:
                 insns[name] = instructions_per_request(work, name, bare_cmd(name, cg_port, ports["up"]), {}, cg_port,
                                                        cg_url, args.callgrind_seconds)
+                print(f"  {name}: {insns[name][0]:.0f} instructions/request (callgrind)", flush=True)
+            peers = {"nginx": (nginx_proxy_cmd(work, cg_port, ports["up"], ports["echo"], master=False), {}),
+                     "haproxy": (haproxy_cmd(work, cg_port, ports["up"], ports["echo"]), {})}
+            if args.before:
+                peers["gateway-before"] = gateway_cmd(work, cg_port, ports["up"], ports["echo"], False,
+                                                      target=args.before)
+            for name, (cmd, env) in peers.items():
+                insns[name] = instructions_per_request(work, name, cmd, env, cg_port, cg_url, args.callgrind_seconds)
                 print(f"  {name}: {insns[name][0]:.0f} instructions/request (callgrind)", flush=True)
         report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_rss, log_lines, insns)
     finally:
@@ -742,6 +771,17 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
                 lines += ["", "The gateway against this floor (the same Pingora work on both sides):", "",
                           f"| conns | gateway-nolog req/s vs {t} | CPU/req |", "|---|---|---|"]
                 lines += [pair_row(c, "gateway-nolog", t) for c in conns_list]
+    if "gateway-before" in targets:
+        lines += ["", "## Before the patch series", "",
+                  "`gateway-before` is `gateway-nolog` built before the vendored patch series' performance "
+                  "patches (`--before`); both paired round by round with nginx, and with each other.", "",
+                  "| conns | gateway-nolog vs nginx | gateway-before vs nginx | gateway-nolog vs gateway-before, req/s "
+                  "| CPU/req |", "|---|---|---|---|---|"]
+        for c in conns_list:
+            a, alo, ahi = paired(c, "gateway-nolog", "rps")
+            b4, blo, bhi = paired(c, "gateway-before", "rps")
+            lines.append(f"| {c} | {a:.2f}x ({alo:.2f}-{ahi:.2f}) | {b4:.2f}x ({blo:.2f}-{bhi:.2f}) | "
+                         + pair_row(c, "gateway-nolog", "gateway-before").split("| ", 2)[2])
     if insns:
         g, n, b = insns["gateway"][0], insns["gateway-nolog"][0], insns["pingora-bare"][0]
         tm, r = insns["pingora-bare-timeouts"][0], insns["pingora-bare-required"][0]
@@ -758,7 +798,10 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
                   f"| pingora-bare-timeouts | {tm:.0f} | {x3(tm, b)} | {x3(tm, r)} |",
                   f"| pingora-bare-required | {r:.0f} | {x3(r, b)} | 1.00x |",
                   f"| gateway-nolog | {n:.0f} | {x3(n, b)} | {x3(n, r)} |",
-                  f"| gateway (access log on) | {g:.0f} | {x3(g, b)} | {x3(g, r)} |", "",
+                  f"| gateway (access log on) | {g:.0f} | {x3(g, b)} | {x3(g, r)} |"]
+        lines += [f"| {t} | {insns[t][0]:.0f} | {x3(insns[t][0], b)} | {x3(insns[t][0], r)} |"
+                  for t in ("gateway-before", "nginx", "haproxy") if t in insns]
+        lines += ["",
                   f"The access log costs {(g / n - 1) * 100:+.1f}% of the gateway's user-space instructions. "
                   f"The required features' Pingora work (timers, one more header) takes {(r / b - 1) * 100:+.1f}% "
                   "of the 5% that the issue's 1.05x CPU target allows; the gateway's own logic costs "

@@ -15,8 +15,6 @@
 use crate::*;
 use bytes::Bytes;
 use http::header;
-use http::header::HeaderName;
-use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 
 #[derive(Debug, Clone)]
 pub struct CaseHeaderName(Bytes);

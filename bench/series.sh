@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Build the gateway once per step of the vendored patch series, for bench/series.py's
+# per-patch table: step NNNN is the crates as published plus every patch numbered up to
+# NNNN (the later ones left out), with the gateway's own code as it is now.
+#
+#   bench/series.sh OUT_DIR NNNN [NNNN...]     e.g. bench/series.sh /tmp/series 0008 0010 0011 0012
+#
+# Each OUT_DIR/NNNN/ gets `beat-gateway` and `examples/bare_proxy`. The builds run in a
+# scratch copy of this checkout (the checkout itself is not touched), with their own target
+# directory under OUT_DIR (kept: the next run of the same steps rebuilds only what changed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { sed -n 2,8p "$0"; exit 2; }
+out=$(mkdir -p "$1" && cd "$1" && pwd)
+shift
+src=$out/src
+rm -rf "$src" && mkdir -p "$src"
+git ls-files -z | xargs -0 cp --parents -t "$src"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+for step in "$@"; do
+  [[ $step =~ ^[0-9]{4}$ ]] || { echo "series.sh: a step is a 4-digit patch number: $step" >&2; exit 2; }
+  for dir in vendor/*/; do
+    crate=$(basename "$dir")
+    [ "$crate" = patches ] && continue
+    version=$(sed -n 's/^version = "\(.*\)"/\1/p' "vendor/$crate/Cargo.toml" | head -n 1)
+    crate_file=$tmp/$crate-$version.crate
+    [ -f "$crate_file" ] || curl -fsSL -o "$crate_file" "https://static.crates.io/crates/$crate/$crate-$version.crate"
+    rm -rf "$tmp/x" "$src/vendor/$crate" && mkdir -p "$tmp/x"
+    tar -xzf "$crate_file" -C "$tmp/x"
+    mv "$tmp/x/$crate-$version" "$src/vendor/$crate"
+    shopt -s nullglob
+    for patch in vendor/patches/"$crate"/[0-9][0-9][0-9][0-9]-*.patch; do
+      n=$(basename "$patch"); n=${n%%-*}
+      if ((10#$n <= 10#$step)); then
+        (cd "$src/vendor" && patch -s -p1 -F0 --no-backup-if-mismatch < "$OLDPWD/$patch")
+      fi
+    done
+    shopt -u nullglob
+  done
+  echo "series.sh: building step $step" >&2
+  (cd "$src" && CARGO_TARGET_DIR=$out/target cargo build --quiet --release --bin beat-gateway --example bare_proxy)
+  mkdir -p "$out/$step/examples"
+  cp "$out/target/release/beat-gateway" "$out/$step/"
+  cp "$out/target/release/examples/bare_proxy" "$out/$step/examples/"
+done
