@@ -24,6 +24,7 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::protocols::http::v1::idle::IdleConnections;
 use crate::protocols::http::v2::server;
 use crate::protocols::http::{ReusableHttpStream, ServerSession};
 use crate::protocols::Digest;
@@ -103,6 +104,15 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None` (60 seconds)
     pub h1_first_request_idle_seconds: Option<u64>,
+
+    /// If set, HTTP/1 connections waiting for a request (the first, or the next on a
+    /// kept-alive connection) with nothing of it read are listed here, oldest first, and
+    /// closed when it evicts them: a server at its connection limit can close the
+    /// connection idle the longest to admit a new one, as nginx does. HTTP/2 connections,
+    /// custom sessions and the wait for an h2c preface are not listed.
+    ///
+    /// Default: `None`
+    pub h1_idle_connections: Option<Arc<IdleConnections>>,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -377,6 +387,10 @@ where
                 .server_options()
                 .and_then(|opts| opts.h1_request_header_timeout);
             session.set_request_header_timeout(header_timeout);
+            let idle = self
+                .server_options()
+                .and_then(|opts| opts.h1_idle_connections.as_ref());
+            session.set_idle_connections(idle.cloned());
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
@@ -385,6 +399,7 @@ where
                     persistent_settings.apply_to_session(&mut session);
                 }
                 session.set_request_header_timeout(header_timeout);
+                session.set_idle_connections(idle.cloned());
 
                 result = self.process_new_http(session, shutdown).await;
             }

@@ -380,6 +380,17 @@ impl Session {
         }
     }
 
+    /// Let `idle` evict the session while it waits for a request's first byte (HTTP/1 only,
+    /// see [`SessionV1::set_idle_connections`]). A noop for other sessions.
+    pub fn set_idle_connections(
+        &mut self,
+        idle: Option<std::sync::Arc<crate::protocols::http::v1::idle::IdleConnections>>,
+    ) {
+        if let Self::H1(s) = self {
+            s.set_idle_connections(idle);
+        }
+    }
+
     /// Sets the downstream read timeout. This will trigger if we're unable
     /// to read from the stream after `timeout`.
     ///

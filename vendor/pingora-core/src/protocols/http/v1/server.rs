@@ -29,12 +29,14 @@ use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
 use super::header::HeaderWriter;
+use super::idle::IdleConnections;
 use crate::protocols::http::{
     authority::validate_request_authority, body_buffer::FixedBuffer, date, HttpTask,
     ReusableHttpStream,
@@ -162,6 +164,9 @@ pub struct HttpSession {
     /// `None`: only the per-read timeouts apply. Set via
     /// [`Self::set_request_header_timeout`].
     request_header_timeout: Option<Duration>,
+    /// Where the session waits, evictable, for a request's first byte. Set via
+    /// [`Self::set_idle_connections`].
+    idle_connections: Option<Arc<IdleConnections>>,
 }
 
 impl HttpSession {
@@ -211,6 +216,7 @@ impl HttpSession {
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
             request_header_timeout: None,
+            idle_connections: None,
         }
     }
 
@@ -223,35 +229,64 @@ impl HttpSession {
         self.request_header_timeout = timeout;
     }
 
+    /// While waiting for the first byte of a request (with nothing of it read),
+    /// [`Self::read_request`] is listed in `idle` and returns `Ok(None)` (the connection is
+    /// to be closed, as on a keep-alive timeout) when `idle` evicts it.
+    pub fn set_idle_connections(&mut self, idle: Option<Arc<IdleConnections>>) {
+        self.idle_connections = idle;
+    }
+
     async fn read_request_buf(
         &mut self,
         buf: &mut BytesMut,
         already_read: usize,
     ) -> Result<Option<usize>> {
-        let read_result = {
-            let read_event = self.underlying_stream.read_buf(buf);
-            match self.keepalive_timeout {
-                KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
-                    Ok(res) => res,
-                    Err(e) => {
-                        debug!("keepalive timeout {d:?} reached, {e}");
-                        return Ok(None);
-                    }
-                },
-                KeepaliveStatus::Infinite => {
-                    // FIXME: this should only apply to reads between requests
-                    read_event.await
-                }
-                KeepaliveStatus::Off => match self.read_timeout {
-                    Some(t) => match timeout(t, read_event).await {
+        // The read, under the keep-alive timeout (or the read timeout without keep-alive).
+        macro_rules! with_timeouts {
+            ($read_event:expr) => {{
+                let read_event = $read_event;
+                match self.keepalive_timeout {
+                    KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                         Ok(res) => res,
                         Err(e) => {
-                            debug!("read timeout {t:?} reached, {e}");
-                            return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            debug!("keepalive timeout {d:?} reached, {e}");
+                            return Ok(None);
                         }
                     },
-                    None => read_event.await,
-                },
+                    KeepaliveStatus::Infinite => {
+                        // FIXME: this should only apply to reads between requests
+                        read_event.await
+                    }
+                    KeepaliveStatus::Off => match self.read_timeout {
+                        Some(t) => match timeout(t, read_event).await {
+                            Ok(res) => res,
+                            Err(e) => {
+                                debug!("read timeout {t:?} reached, {e}");
+                                return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            }
+                        },
+                        None => read_event.await,
+                    },
+                }
+            }};
+        }
+        // Idle (listed, evictable) only with nothing of a head read. Without a registry the
+        // read is awaited as it always was.
+        let idle = self
+            .idle_connections
+            .as_deref()
+            .filter(|_| already_read == 0);
+        let read_result = match idle {
+            None => with_timeouts!(self.underlying_stream.read_buf(buf)),
+            Some(idle) => {
+                match with_timeouts!(idle.read_unless_evicted(self.underlying_stream.read_buf(buf)))
+                {
+                    Some(read_result) => read_result,
+                    None => {
+                        debug!("idle connection evicted");
+                        return Ok(None);
+                    }
+                }
             }
         };
 
@@ -4628,5 +4663,70 @@ mod test_pipelining {
         }
 
         assert!(prefix.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod test_idle_connections {
+    use super::*;
+    use std::sync::Arc;
+    use tokio_test::io::Builder;
+
+    /// A session on `mock`, evictable by `idle`, reading its request in a task.
+    fn reading(
+        mock: tokio_test::io::Mock,
+        idle: &Arc<IdleConnections>,
+    ) -> tokio::task::JoinHandle<Result<Option<usize>>> {
+        let mut session = HttpSession::new(Box::new(mock));
+        session.set_keepalive(Some(60));
+        session.set_idle_connections(Some(idle.clone()));
+        tokio::spawn(async move { session.read_request().await })
+    }
+
+    async fn until_idle(idle: &IdleConnections, n: usize) {
+        while idle.len() != n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_waiting_for_a_request_is_closed_when_evicted() {
+        let idle = Arc::new(IdleConnections::new());
+        let task = reading(Builder::new().wait(Duration::from_secs(600)).build(), &idle);
+        until_idle(&idle, 1).await;
+        assert!(idle.evict_oldest());
+        assert_eq!(task.await.unwrap().unwrap(), None);
+        assert!(idle.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_request_that_arrives_leaves_the_registry() {
+        let idle = Arc::new(IdleConnections::new());
+        let mock = Builder::new()
+            .wait(Duration::from_millis(50))
+            .read(b"GET / HTTP/1.1\r\nHost: pingora.org\r\n\r\n")
+            .build();
+        let task = reading(mock, &idle);
+        until_idle(&idle, 1).await;
+        assert!(task.await.unwrap().unwrap().is_some());
+        assert!(idle.is_empty());
+        assert!(!idle.evict_oldest());
+    }
+
+    #[tokio::test]
+    async fn a_head_under_way_is_not_idle() {
+        let idle = Arc::new(IdleConnections::new());
+        let mock = Builder::new()
+            .read(b"GET / HTTP/1.1\r\n")
+            .wait(Duration::from_secs(600))
+            .build();
+        let task = reading(mock, &idle);
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!task.is_finished());
+        assert!(idle.is_empty());
+        assert!(!idle.evict_oldest());
+        task.abort();
     }
 }
