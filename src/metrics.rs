@@ -50,6 +50,7 @@ struct Families {
     certificate_expiry: IntGauge,
     connections: IntGauge,
     connections_refused: IntCounterVec,
+    connections_evicted: IntCounter,
 }
 
 /// `ADMIN_METRICS=off`: nothing is registered and every handle is a no-op (the benchmark's
@@ -167,9 +168,14 @@ static FAMILIES: LazyLock<Option<Families>> = LazyLock::new(|| {
             &["limit"],
         )
         .ok()?,
+        connections_evicted: IntCounter::new(
+            "beat_gateway_connections_evicted_total",
+            "Idle client connections closed to make room for a new one at the connection limit",
+        )
+        .ok()?,
     };
     let registry = prometheus::default_registry();
-    let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+    let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
         Box::new(families.requests.clone()),
         Box::new(families.duration.clone()),
         Box::new(families.upstream_errors.clone()),
@@ -184,6 +190,7 @@ static FAMILIES: LazyLock<Option<Families>> = LazyLock::new(|| {
         Box::new(families.certificate_expiry.clone()),
         Box::new(families.connections.clone()),
         Box::new(families.connections_refused.clone()),
+        Box::new(families.connections_evicted.clone()),
     ];
     for c in collectors {
         if let Err(e) = registry.register(c) {
@@ -347,6 +354,13 @@ pub fn connection() -> Option<Gauge> {
 pub fn connection_refused(limit: &str) {
     if let Some(f) = FAMILIES.as_ref() {
         f.connections_refused.with_label_values(&[limit]).inc();
+    }
+}
+
+/// An idle connection closed to make room at the connection limit.
+pub fn connection_evicted() {
+    if let Some(f) = FAMILIES.as_ref() {
+        f.connections_evicted.inc();
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::protocols::http::v1::idle::IdleConnections;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -176,6 +177,10 @@ pub fn build(
     options.h1_first_request_idle_seconds = Some(settings.keepalive_seconds);
     // An HTTP/2 connection with no stream open for as long is closed too.
     options.h2_idle_timeout = Some(Duration::from_secs(settings.keepalive_seconds));
+    // HTTP/1 connections waiting for a request, oldest first: at the connection limit the
+    // oldest is closed to admit a new one (vendored pingora-core, vendor/README.md).
+    let idle = Arc::new(IdleConnections::new());
+    options.h1_idle_connections = Some(idle.clone());
     let mut proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
     proxy.server_options = Some(options);
     // A quiet WebSocket is a healthy one: once the service's 101 is in, its read timeout
@@ -199,6 +204,7 @@ pub fn build(
             limit,
             settings.max_connections_per_ip,
             settings.trusted_proxies.clone().into(),
+            Some(idle),
         ),
     };
     let mut proxy = ListeningService::new("beat-gateway".to_owned(), admission);
