@@ -1,7 +1,9 @@
 //! Limits that protect the services and the gateway: `max_body_bytes` per route (413
 //! before anything past it is forwarded, for declared and chunked bodies), the body
 //! timeout (408), and the connection limits in all and per client address (503 JSON, and
-//! everyone else unaffected).
+//! everyone else unaffected). At the total limit the connection idle the longest (silent,
+//! or kept alive between requests) is closed to let a new client in; only busy ones get
+//! the 503.
 
 mod support;
 
@@ -154,28 +156,160 @@ fn hold(gw: &Gateway, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
+/// Open `n` connections, each with a request head sent in part (so each is counted, and
+/// busy: it is not idle with a head under way).
+fn half_heads(gw: &Gateway, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(gw.addr()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"GET /core/x HTTP/1.1\r\nHost: a\r\n").unwrap();
+            s
+        })
+        .collect()
+}
+
+/// Open `n` connections that send nothing, one after the other: each is counted (and idle,
+/// the first the oldest) before the next opens.
+async fn silent(gw: &Gateway, n: usize) -> Vec<TcpStream> {
+    let open = open_connections(gw).await;
+    let mut held = Vec::new();
+    for i in 1..=n {
+        held.push(TcpStream::connect(gw.addr()).unwrap());
+        wait_open(gw, open + i).await;
+    }
+    held
+}
+
+/// The gateway's count of open client connections.
+async fn open_connections(gw: &Gateway) -> usize {
+    let metrics = support::metrics(gw).await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("beat_gateway_client_connections "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Until the gateway counts `n` open connections (and a moment for the last to start
+/// waiting for its request).
+async fn wait_open(gw: &Gateway, n: usize) {
+    let start = Instant::now();
+    loop {
+        let open = open_connections(gw).await;
+        if open == n {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{open} open, never {n}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+/// Whether the gateway closed `s` (it reads the end of the stream; anything it sent first
+/// is skipped).
+fn closed(s: &TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut s = s;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A new client's request on a fresh connection: the reply, how long it took, and the
+/// connection (kept alive, idle, the newest).
+fn timed_request(gw: &Gateway) -> (String, Duration, TcpStream) {
+    let start = Instant::now();
+    let mut s = TcpStream::connect(gw.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /core/new HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !complete(&reply) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+        }
+    }
+    (
+        String::from_utf8_lossy(&reply).into_owned(),
+        start.elapsed(),
+        s,
+    )
+}
+
+/// Whether `reply` holds a whole response with a `Content-Length`.
+fn complete(reply: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(reply).to_ascii_lowercase();
+    let Some(end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    text[..end]
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|len| reply.len() >= end + 4 + len)
+}
+
+/// `GET` on a kept-alive connection; the reply's head.
+fn again(mut s: &TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /core/again HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+fn evicted_total(metrics: &str) -> &str {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("beat_gateway_connections_evicted_total "))
+        .unwrap_or("(none)")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn connections_past_the_limits_get_503_and_the_rest_carry_on() {
+async fn busy_connections_past_the_limits_get_503_and_the_rest_carry_on() {
     let up = upstream::http("core").await;
     let routes = config(&[("core", "/core", up.addr, r#""strip_prefix": true"#)]);
     let gw = Gateway::start_with(&routes, &[("PROXY_MAX_CONNECTIONS", "4")]);
-    let held = hold(&gw, 4);
+    // Three heads under way and a request waiting on its service: nothing is idle.
+    let mut held = half_heads(&gw, 3);
+    let mut slow = TcpStream::connect(gw.addr()).unwrap();
+    slow.write_all(b"GET /core/slow/3000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    wait_open(&gw, 4).await;
     let reply = raw_request(gw.addr(), b"GET /core/x HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     assert!(
         reply.contains(r#""error":"too many connections""#),
         "{reply}"
     );
-    // The held connections still work.
-    let mut first = &held[0];
-    first
-        .write_all(b"GET /core/again HTTP/1.1\r\nHost: a\r\n\r\n")
-        .unwrap();
+    // The held connections still work: a head completed is answered...
+    held[0].write_all(b"\r\n").unwrap();
     let mut buf = [0u8; 4096];
-    let n = first.read(&mut buf).unwrap();
+    let n = held[0].read(&mut buf).unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // ... and then, kept alive and idle, its connection makes room for the next client.
+    let (reply, took, _new) = timed_request(&gw);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(closed(&held[0]));
+    assert!(!closed(&held[1]) && !closed(&held[2]) && !closed(&slow));
     // They close: new ones are let in (once the gateway has seen the closes).
-    drop(held);
+    drop((held, slow));
     std::thread::sleep(Duration::from_millis(300));
     let reply = raw_request(gw.addr(), b"GET /core/x HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
@@ -184,13 +318,16 @@ async fn connections_past_the_limits_get_503_and_the_rest_carry_on() {
         metrics.contains(r#"beat_gateway_connections_refused_total{limit="total"} 1"#),
         "{metrics}"
     );
+    assert_eq!(evicted_total(&metrics), "1", "{metrics}");
 
     // Per address: 127.0.0.1 may hold 2; a trusted proxy is not held to it.
+    // Its idle connections do not make room (they are its own limit's to keep).
     let gw = Gateway::start_with(&routes, &[("PROXY_MAX_CONNECTIONS_PER_IP", "2")]);
-    let _held = hold(&gw, 2);
+    let held = hold(&gw, 2);
     let reply = raw_request(gw.addr(), b"GET /core/x HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     assert!(reply.contains("from this address"), "{reply}");
+    assert!(!closed(&held[0]) && !closed(&held[1]));
     let gw = Gateway::start_with(
         &routes,
         &[
@@ -199,4 +336,64 @@ async fn connections_past_the_limits_get_503_and_the_rest_carry_on() {
         ],
     );
     let _held = hold(&gw, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_connections_at_the_limit_make_room_for_a_new_client() {
+    let up = upstream::http("core").await;
+    let routes = config(&[("core", "/core", up.addr, r#""strip_prefix": true"#)]);
+    let gw = Gateway::start_with(&routes, &[("PROXY_MAX_CONNECTIONS", "4")]);
+    let held = silent(&gw, 4).await;
+    let (reply, took, _new) = timed_request(&gw);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // The oldest was closed, the rest are open and still served.
+    assert!(closed(&held[0]));
+    for s in &held[1..] {
+        assert!(!closed(s));
+    }
+    assert!(again(&held[1]).starts_with("HTTP/1.1 200"));
+    assert_eq!(evicted_total(&support::metrics(&gw).await), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kept_alive_connections_at_the_limit_make_room_for_a_new_client() {
+    let up = upstream::http("core").await;
+    let routes = config(&[("core", "/core", up.addr, r#""strip_prefix": true"#)]);
+    let gw = Gateway::start_with(&routes, &[("PROXY_MAX_CONNECTIONS", "4")]);
+    let held = hold(&gw, 4);
+    wait_open(&gw, 4).await;
+    let (reply, took, _new) = timed_request(&gw);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(closed(&held[0]));
+    for s in &held[1..] {
+        assert!(again(s).starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(evicted_total(&support::metrics(&gw).await), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_connection_idle_the_longest_is_the_one_closed() {
+    let up = upstream::http("core").await;
+    let routes = config(&[("core", "/core", up.addr, r#""strip_prefix": true"#)]);
+    let gw = Gateway::start_with(&routes, &[("PROXY_MAX_CONNECTIONS", "4")]);
+    // Opened a, b, c, d; then a makes a request: idle the longest are b, then c (the new
+    // clients' connections stay open, idle, the newest).
+    let held = silent(&gw, 4).await;
+    assert!(again(&held[0]).starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut new = Vec::new();
+    for (i, evicted) in [1, 2].into_iter().enumerate() {
+        let (reply, took, s) = timed_request(&gw);
+        new.push(s);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        assert!(closed(&held[evicted]), "connection {evicted}");
+        assert_eq!(
+            evicted_total(&support::metrics(&gw).await),
+            (i + 1).to_string()
+        );
+    }
+    assert!(!closed(&held[0]) && !closed(&held[3]));
 }
