@@ -21,10 +21,12 @@ does. The floor forwards everything to one upstream, so for the WebSocket phase 
 started with the echo upstream as its upstream.
 
   target/bench-venv/bin/python bench/memory.py [--conns N] [--targets a,b] [--dir DIR]
-                                               [--label TEXT] [--no-write]
+                                               [--build LABEL=DIR ...] [--label TEXT] [--no-write]
 
-DIR holds `beat-gateway` and `examples/bare_proxy` (default target/release). The table is
-printed and written to bench/results/<stamp>-memory.md (unless --no-write).
+DIR holds `beat-gateway` and `examples/bare_proxy` (default target/release). With --build
+(repeatable), the gateway and the floor of each build are measured side by side in the same
+run, labelled `gateway-nolog@LABEL`, `pingora-bare@LABEL` (nginx and haproxy once). The table
+is printed and written to bench/results/<stamp>-memory.md (unless --no-write).
 """
 
 import argparse
@@ -115,16 +117,19 @@ async def warm_up(port, websocket):
 class Target:
     """Starts a fresh process of one target, for the idle or the WebSocket phase."""
 
-    def __init__(self, work, ports):
-        self.work, self.ports = work, ports
+    def __init__(self, work, ports, builds):
+        self.work, self.ports, self.builds = work, ports, builds
 
     def start(self, name, phase):
+        name, _, build = name.partition("@")
+        if build or name in ("gateway-nolog", "pingora-bare"):
+            bench.TARGET = self.builds[build]
         port = bench.free_port()
         up, echo = self.ports["up"], self.ports["echo"]
         if name == "gateway-nolog":
             cmd, env = bench.gateway_cmd(self.work, port, up, echo, False)
             env["PROXY_MAX_CONNECTIONS"] = "1000000"
-            proc = bench.Proc(name, cmd, port, env, open(self.work / f"{name}-{phase}.log", "w"))
+            proc = bench.Proc(name, cmd, port, env, open(self.work / f"{name}{build}-{phase}.log", "w"))
         elif name == "pingora-bare":
             proc = bench.Proc(name, bench.bare_cmd(name, port, echo if phase == "ws" else up), port)
         elif name == "nginx":
@@ -181,6 +186,10 @@ def measure(target, name, n):
     return row
 
 
+def rel(path):
+    return path.relative_to(bench.ROOT) if path.is_relative_to(bench.ROOT) else path
+
+
 def report(args, rows):
     now = datetime.datetime.now(datetime.timezone.utc)
     m = bench.machine()
@@ -192,7 +201,8 @@ def report(args, rows):
     lines += [f"N = {args.conns} connections per phase; every target a fresh process per phase, one worker "
               "(nginx: master and worker counted). RSS growth / N, after a warm-up of 400 requests "
               "(and 8 WebSocket tunnels for the tunnel phase). Binaries from "
-              f"`{bench.TARGET.relative_to(bench.ROOT) if bench.TARGET.is_relative_to(bench.ROOT) else bench.TARGET}`.",
+              + ", ".join((f"{label}: " if label else "") + f"`{rel(path)}`"
+                          for label, path in args.builds.items()) + ".",
               "",
               "| target | base RSS MiB | idle keep-alive KiB/conn | with N idle MiB | 1 s after close MiB "
               f"| {AFTER_CLOSE:.0f} s after close MiB | vs base | back (<= 20% or 4 MiB) | tunnel base MiB "
@@ -219,11 +229,28 @@ def main():
     ap.add_argument("--conns", type=int, default=2000)
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--dir", help="directory of beat-gateway and examples/bare_proxy (default target/release)")
+    ap.add_argument("--build", action="append", default=[], metavar="LABEL=DIR",
+                    help="a build to measure beside the others (repeatable): its gateway and floor")
     ap.add_argument("--label", default="", help="a line for the report (what build this is)")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
     args = ap.parse_args()
     if args.dir:
         bench.TARGET = Path(args.dir).resolve()
+    builds = {}
+    for spec in args.build:
+        label, sep, path = spec.partition("=")
+        if not sep or not label:
+            sys.exit(f"--build {spec}: expected LABEL=DIR")
+        builds[label] = Path(path).resolve()
+    names = []
+    for name in args.targets.split(","):
+        if builds and name in ("gateway-nolog", "pingora-bare"):
+            names += [f"{name}@{label}" for label in builds]
+        else:
+            names.append(name)
+    if not builds:
+        builds[""] = bench.TARGET
+    echo_dir = next(iter(builds.values()))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, 65536)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
@@ -237,16 +264,18 @@ def main():
     helpers = []
     try:
         helpers.append(bench.upstream_nginx(work, ports["up"]))
-        helpers.append(bench.Proc("echo", [str(bench.TARGET / "examples" / "echo_upstream"), str(ports["echo"])],
+        helpers.append(bench.Proc("echo", [str(echo_dir / "examples" / "echo_upstream"), str(ports["echo"])],
                                   ports["echo"], cpu=bench.LOAD_CPU))
-        target = Target(work, ports)
+        target = Target(work, ports, builds)
         rows = {}
-        for name in args.targets.split(","):
+        for name in names:
             rows[name] = measure(target, name, args.conns)
             r = rows[name]
             print(f"  {name}: idle {r['idle_per_conn']:.1f} KiB/conn, base {r['base'] / 1024:.1f} MiB, "
                   f"{AFTER_CLOSE:.0f} s after close {r['closed'] / 1024:.1f} MiB; "
                   f"tunnel {r['ws_per_conn']:.1f} KiB", flush=True)
+        args.builds = builds
+        bench.TARGET = echo_dir
         report(args, rows)
     finally:
         for p in helpers:
