@@ -41,7 +41,8 @@
 //!    and limiters), reloaded as a whole.
 //! 4. [`admin`]: the admin listener.
 //! 5. [`proxy`]: the request path above.
-//! 6. [`server`] (the Pingora server) and [`demo`] (stand-in services for `--demo`).
+//! 6. [`server`] (the Pingora server), [`memory`] (freed memory given back after a spike)
+//!    and [`demo`] (stand-in services for `--demo`).
 //! 7. `main.rs`.
 
 pub mod admin;
@@ -50,6 +51,7 @@ pub mod demo;
 pub mod edge;
 pub mod live;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod proxy;
 pub mod router;

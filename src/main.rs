@@ -3,12 +3,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use pingora_core::services::background::background_service;
 
 use beat_gateway::admin;
 use beat_gateway::edge::auth;
 use beat_gateway::live::Source;
 use beat_gateway::settings::{Cli, Settings};
-use beat_gateway::{config, demo, logging, server};
+use beat_gateway::{config, demo, logging, memory, server};
 
 /// mimalloc instead of glibc's malloc: the per-request path allocates many small, short-lived
 /// objects (headers, buffers, tasks), where glibc's malloc showed ~10% of the gateway's CPU
@@ -97,7 +98,7 @@ fn main() -> ExitCode {
     } else {
         Source::File(settings.services_path.clone())
     };
-    let server = match server::build(
+    let mut server = match server::build(
         &settings,
         cli.pingora,
         services,
@@ -106,6 +107,8 @@ fn main() -> ExitCode {
         Ok(server) => server,
         Err(e) => return fail(e),
     };
+    // mimalloc (above) keeps freed pages until asked: give them back after a spike.
+    server.add_service(background_service("memory purge", memory::Purge));
     for line in summary {
         log::info!("route {line}");
     }

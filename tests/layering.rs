@@ -34,8 +34,8 @@ const FLOORS: &[(&str, &[&str])] = &[
     ("the admin listener", &["admin"]),
     ("the request path", &["proxy"]),
     (
-        "the process: the server, or the demo's stand-ins",
-        &["server", "demo"],
+        "the process: the server, its memory upkeep, or the demo's stand-ins",
+        &["server", "memory", "demo"],
     ),
     ("entry points", &["main", "lib", "fuzz"]),
 ];
