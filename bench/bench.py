@@ -356,8 +356,18 @@ def instructions_per_request(work, name, cmd, env, port, url, seconds, extra=())
         res = run_wrk(url, 16, seconds, 1)
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=60)
+        # SIGINT stops Pingora at once; haproxy only stops on it once its clients are gone,
+        # so SIGTERM after a few seconds. callgrind writes its file on the way out.
+        for sig, wait in ((signal.SIGINT, 5), (signal.SIGTERM, 60)):
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     # `totals:` (the first event, instructions); with the counters off at start, the
     # header's `summary:` says 0.
     total = 0
@@ -613,11 +623,40 @@ def main():
             spell of the VM hits both), with `median_ci`."""
             return median_ci([r[key] / n[key] for r, n in zip(http[c][t], http[c][base]) if n[key]])
 
+        def count_instructions():
+            """Instructions per request: the servers are stopped first so that callgrind's
+            runs (one at a time) have the machine to themselves."""
+            insns = {}
+            if shutil.which("valgrind") and not args.no_callgrind:
+                for t in ["gateway", "gateway-nolog", "pingora-bare", "gateway-before", "nginx", "haproxy"]:
+                    if t in procs:
+                        procs.pop(t).stop()
+                cg_port = free_port()
+                cg_url = f"http://127.0.0.1:{cg_port}/core/api/items"
+                for name, log in (("gateway", True), ("gateway-nolog", False)):
+                    cmd, env = gateway_cmd(work, cg_port, ports["up"], ports["echo"], log)
+                    insns[name] = instructions_per_request(work, name, cmd, env, cg_port, cg_url, args.callgrind_seconds)
+                    print(f"  {name}: {insns[name][0]:.0f} instructions/request (callgrind)", flush=True)
+                for name in FLOORS:
+                    insns[name] = instructions_per_request(work, name, bare_cmd(name, cg_port, ports["up"]), {}, cg_port,
+                                                           cg_url, args.callgrind_seconds)
+                    print(f"  {name}: {insns[name][0]:.0f} instructions/request (callgrind)", flush=True)
+                peers = {"nginx": (nginx_proxy_cmd(work, cg_port, ports["up"], ports["echo"], master=False), {}),
+                         "haproxy": (haproxy_cmd(work, cg_port, ports["up"], ports["echo"]), {})}
+                if args.before:
+                    peers["gateway-before"] = gateway_cmd(work, cg_port, ports["up"], ports["echo"], False,
+                                                          target=args.before)
+                for name, (cmd, env) in peers.items():
+                    insns[name] = instructions_per_request(work, name, cmd, env, cg_port, cg_url, args.callgrind_seconds)
+                    print(f"  {name}: {insns[name][0]:.0f} instructions/request (callgrind)", flush=True)
+            return insns
+
         if args.http_only:
+            insns = count_instructions()
             for c in conns_list:
                 print(" | ".join(f"{t} {med(c, t, 'rps'):.0f} (paired {paired(c, t, 'rps')[0]:.2f}x, "
                                  f"{med(c, t, 'cpu_per_100k'):.2f} cpu-s/100k)" for t in targets))
-            report(args, conns_list, targets, proxies, med, paired, None, None, None, None, None, {})
+            report(args, conns_list, targets, proxies, med, paired, None, None, None, None, None, insns)
             return
 
         ws = {t: [] for t in proxies}
@@ -646,32 +685,8 @@ def main():
             print(f"  {t}: RSS with {args.idle} idle connections: {idle_rss[t] / 1024:.1f} MiB", flush=True)
 
         log_lines = sum(1 for _ in open(work / "gateway.log"))
+        insns = count_instructions()
 
-        # Instructions per request: the servers above are stopped first so that callgrind's
-        # runs (one at a time) have the machine to themselves.
-        insns = {}
-        if shutil.which("valgrind") and not args.no_callgrind:
-            for t in ["gateway", "gateway-nolog", "pingora-bare", "gateway-before", "nginx", "haproxy"]:
-                if t in procs:
-                    procs.pop(t).stop()
-            cg_port = free_port()
-            cg_url = f"http://127.0.0.1:{cg_port}/core/api/items"
-            for name, log in (("gateway", True), ("gateway-nolog", False)):
-                cmd, env = gateway_cmd(work, cg_port, ports["up"], ports["echo"], log)
-                insns[name] = instructions_per_request(work, name, cmd, env, cg_port, cg_url, args.callgrind_seconds)
-                print(f"  {name}: {insns[name][0]:.0f} instructions/request (callgrind)", flush=True)
-            for name in FLOORS:
-                insns[name] = instructions_per_request(work, name, bare_cmd(name, cg_port, ports["up"]), {}, cg_port,
-                                                       cg_url, args.callgrind_seconds)
-                print(f"  {name}: {insns[name][0]:.0f} instructions/request (callgrind)", flush=True)
-            peers = {"nginx": (nginx_proxy_cmd(work, cg_port, ports["up"], ports["echo"], master=False), {}),
-                     "haproxy": (haproxy_cmd(work, cg_port, ports["up"], ports["echo"]), {})}
-            if args.before:
-                peers["gateway-before"] = gateway_cmd(work, cg_port, ports["up"], ports["echo"], False,
-                                                      target=args.before)
-            for name, (cmd, env) in peers.items():
-                insns[name] = instructions_per_request(work, name, cmd, env, cg_port, cg_url, args.callgrind_seconds)
-                print(f"  {name}: {insns[name][0]:.0f} instructions/request (callgrind)", flush=True)
         report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_rss, log_lines, insns)
     finally:
         for p in procs.values():
