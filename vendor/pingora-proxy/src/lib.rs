@@ -431,6 +431,25 @@ where
         Some(downstream_session)
     }
 
+    /// Return the upstream session to the pool. A kept-alive HTTP/1 connection (or an
+    /// HTTP/2 one) goes back at once, with no future whose state would size every
+    /// request's (and so every WebSocket tunnel's); a connection to shut down, or a custom
+    /// session, is released by the boxed future returned.
+    fn release_upstream<'a>(
+        &'a self,
+        session: ClientSession<C::Session>,
+        peer: &'a HttpPeer,
+    ) -> Option<BoxFuture<'a, ()>> {
+        let session = self
+            .client_upstream
+            .try_release_http_session(session, peer, peer.idle_timeout())?;
+        Some(Box::pin(self.client_upstream.release_http_session(
+            session,
+            peer,
+            peer.idle_timeout(),
+        )))
+    }
+
     // return bool: server_session can be reused, and error if any
     async fn proxy_to_upstream(
         &self,
@@ -455,10 +474,11 @@ where
                             .proxy_to_h1_upstream(session, &mut h1, client_reused, &peer, ctx)
                             .await;
                         if client_reuse {
-                            let session = ClientSession::H1(h1);
-                            self.client_upstream
-                                .release_http_session(session, &*peer, peer.idle_timeout())
-                                .await;
+                            if let Some(release) =
+                                self.release_upstream(ClientSession::H1(h1), &peer)
+                            {
+                                release.await;
+                            }
                         }
                         (server_reused, error)
                     }
@@ -473,10 +493,11 @@ where
                             ctx,
                         ))
                         .await;
-                        let session = ClientSession::H2(h2);
-                        self.client_upstream
-                            .release_http_session(session, &*peer, peer.idle_timeout())
-                            .await;
+                        if let Some(release) =
+                            self.release_upstream(ClientSession::H2(h2), &peer)
+                        {
+                            release.await;
+                        }
 
                         if let Some(e) = error.as_mut() {
                             // try to downgrade if A. origin says so or B. origin sends an invalid
@@ -507,10 +528,11 @@ where
                             ctx,
                         ))
                         .await;
-                        let session = ClientSession::Custom(c);
-                        self.client_upstream
-                            .release_http_session(session, &*peer, peer.idle_timeout())
-                            .await;
+                        if let Some(release) =
+                            self.release_upstream(ClientSession::Custom(c), &peer)
+                        {
+                            release.await;
+                        }
                         (server_reused, error)
                     }
                 };
@@ -589,9 +611,7 @@ where
             if let Some(uc) = self.inner.persist_connection_context(&session, ctx) {
                 persistent_settings.set_user_context(uc);
             }
-            session
-                .downstream_session
-                .finish()
+            Box::pin(session.downstream_session.finish())
                 .await
                 .ok()
                 .flatten()
@@ -1242,9 +1262,7 @@ where
                     if let Some(uc) = self.inner.persist_connection_context(&session, &ctx) {
                         persistent_settings.set_user_context(uc);
                     }
-                    return session
-                        .downstream_session
-                        .finish()
+                    return Box::pin(session.downstream_session.finish())
                         .await
                         .ok()
                         .flatten()
@@ -1440,9 +1458,7 @@ where
             if let Some(uc) = self.inner.persist_connection_context(&session, ctx) {
                 persistent_settings.set_user_context(uc);
             }
-            session
-                .downstream_session
-                .finish()
+            Box::pin(session.downstream_session.finish())
                 .await
                 .ok()
                 .flatten()
@@ -1596,23 +1612,19 @@ impl SubrequestSpawner {
     }
 }
 
-#[async_trait]
-impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+impl<SV, C> HttpProxy<SV, C>
 where
     SV: ProxyHttp + Send + Sync + 'static,
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
+    /// [`HttpServerApp::process_new_http`] once the session is boxed.
+    async fn process_new_boxed_http(
         self: &Arc<Self>,
-        mut session: HttpSession,
+        session: Box<HttpSession>,
+        prev_user_ctx: Option<Box<dyn std::any::Any + Send + Sync>>,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        // Extract user context from the previous request before the session is moved into the Box
-        let prev_user_ctx = session.take_connection_user_context();
-
-        let session = Box::new(session);
-
         // TODO: keepalive pool, use stack
         let mut session = match self.handle_new_request(session).await {
             Some(downstream_session) => Session::new(
@@ -1639,6 +1651,33 @@ where
         }
 
         self.process_request(session, ctx).await
+    }
+}
+
+#[async_trait]
+impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
+        mut session: HttpSession,
+        shutdown: &'life1 ShutdownWatch,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        // Extract user context from the previous request before the session is moved into the Box
+        let prev_user_ctx = session.take_connection_user_context();
+        // Boxed before the request's future is built, not in it: an async fn keeps a slot
+        // for a by-value argument, and another for a local it is moved to, for the
+        // future's whole life, so the session (~700 bytes) was held twice by every request
+        // (and every WebSocket tunnel) and copied into both.
+        Box::pin(self.process_new_boxed_http(Box::new(session), prev_user_ctx, shutdown))
     }
 
     async fn http_cleanup(&self) {

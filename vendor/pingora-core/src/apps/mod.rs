@@ -321,87 +321,70 @@ where
             }
         }
         if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // create a shared connection digest
-            let digest = Arc::new(Digest {
-                ssl_digest: stream.get_ssl_digest(),
-                // TODO: log h2 handshake time
-                timing_digest: stream.get_timing_digest(),
-                proxy_digest: stream.get_proxy_digest(),
-                socket_digest: stream.get_socket_digest(),
-            });
-
-            let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
-                Err(e) => {
-                    error!("H2 handshake error {e}");
-                    return None;
-                }
-                Ok(c) => c,
-            };
-
-            // The accept-loop body — including the graceful-shutdown state
-            // machine — lives in `server::accept_downstream_sessions` so that
-            // the same code path is exercised by tests in `protocols::http::v2`.
-            let app = self.clone();
-            let shutdown_for_session = shutdown.clone();
-            let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
-                h2_conn,
-                digest,
-                shutdown.clone(),
-                h2_idle_timeout,
-                |h2_stream, guard| {
-                    let app = app.clone();
-                    let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
-                        // hold `guard` for the session's lifetime so the accept
-                        // loop's idle timeout sees this connection as busy.
-                        let _guard = guard;
-                        // Note, `PersistentSettings` not currently relevant for h2
-                        app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                            .await;
-                    });
-                },
-            )
-            .await;
+            // Boxed: inline, the HTTP/2 handshake's and accept loop's states sized this
+            // future, which every HTTP/1 connection holds for its whole life.
+            Box::pin(process_new_h2(self, stream, shutdown)).await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
+            let keepalive = if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
+                None
             } else {
                 // default 60s
-                let idle = self
+                let first_idle = self
                     .server_options()
                     .and_then(|opts| opts.h1_first_request_idle_seconds);
-                session.set_keepalive(Some(idle.unwrap_or(60)));
-            }
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
-            let header_timeout = self
-                .server_options()
-                .and_then(|opts| opts.h1_request_header_timeout);
-            session.set_request_header_timeout(header_timeout);
+                Some(first_idle.unwrap_or(60))
+            };
             let idle = self
                 .server_options()
                 .and_then(|opts| opts.h1_idle_connections.as_ref());
-            session.set_idle_connections(idle.cloned());
-
-            let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            if !wait_for_request(&stream, keepalive, idle, shutdown).await {
+                return None;
+            }
+            let header_timeout = self
+                .server_options()
+                .and_then(|opts| opts.h1_request_header_timeout);
+            // Each session is built in a block that only returns the request's (boxed)
+            // future: a session local to this function would keep its slot (~700 bytes) in
+            // this future, and so in every connection, across every await.
+            let first = {
                 let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
+                session.set_keepalive(keepalive);
+                session.set_keepalive_reuses_remaining(
+                    self.server_options()
+                        .and_then(|opts| opts.keepalive_request_limit),
+                );
                 session.set_request_header_timeout(header_timeout);
                 session.set_idle_connections(idle.cloned());
-
-                result = self.process_new_http(session, shutdown).await;
+                self.process_new_http(session, shutdown)
+            };
+            let mut result = first.await;
+            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+                // Pipelined bytes are the next request already there: no wait.
+                let keepalive = match &persistent_settings {
+                    Some(settings) if settings.pipelined_prefix.is_none() => {
+                        Some(settings.keepalive_timeout)
+                    }
+                    _ => None,
+                };
+                if let Some(keepalive) = keepalive {
+                    if !wait_for_request(&stream, keepalive, idle, shutdown).await {
+                        return None;
+                    }
+                }
+                let next = {
+                    let mut session = ServerSession::new_http1(stream);
+                    if let Some(persistent_settings) = persistent_settings {
+                        persistent_settings.apply_to_session(&mut session);
+                    }
+                    session.set_request_header_timeout(header_timeout);
+                    session.set_idle_connections(idle.cloned());
+                    self.process_new_http(session, shutdown)
+                };
+                result = next.await;
             }
         }
         None
@@ -410,6 +393,118 @@ where
     async fn cleanup(&self) {
         self.http_cleanup().await;
     }
+}
+
+/// An HTTP/2 connection: the handshake, then each stream's session spawned as its own task.
+async fn process_new_h2<T>(app: &Arc<T>, stream: Stream, shutdown: &ShutdownWatch)
+where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    // create a shared connection digest
+    let digest = Arc::new(Digest {
+        ssl_digest: stream.get_ssl_digest(),
+        // TODO: log h2 handshake time
+        timing_digest: stream.get_timing_digest(),
+        proxy_digest: stream.get_proxy_digest(),
+        socket_digest: stream.get_socket_digest(),
+    });
+
+    let h2_options = app.h2_options();
+    let h2_conn = match server::handshake(stream, h2_options).await {
+        Err(e) => {
+            error!("H2 handshake error {e}");
+            return;
+        }
+        Ok(c) => c,
+    };
+
+    // The accept-loop body — including the graceful-shutdown state
+    // machine — lives in `server::accept_downstream_sessions` so that
+    // the same code path is exercised by tests in `protocols::http::v2`.
+    let app = app.clone();
+    let shutdown_for_session = shutdown.clone();
+    let h2_idle_timeout = app.server_options().and_then(|o| o.h2_idle_timeout);
+    server::accept_downstream_sessions(
+        h2_conn,
+        digest,
+        shutdown.clone(),
+        h2_idle_timeout,
+        |h2_stream, guard| {
+            let app = app.clone();
+            let shutdown = shutdown_for_session.clone();
+            pingora_runtime::current_handle().spawn(async move {
+                // hold `guard` for the session's lifetime so the accept
+                // loop's idle timeout sees this connection as busy.
+                let _guard = guard;
+                // Note, `PersistentSettings` not currently relevant for h2
+                app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                    .await;
+            });
+        },
+    )
+    .await;
+}
+
+/// Wait until an HTTP/1 connection has its next request to read (or its first): until
+/// its stream has something to read, or the service begins to shut down. The session and
+/// the application's per-request state are built only then, so a connection waiting for a
+/// request holds its stream and this small future, not a session, a header buffer and a
+/// request's future (several KiB per idle keep-alive connection).
+///
+/// `keepalive` is the session's: `Some(0)` waits for ever, `Some(seconds)` that long
+/// (then `false`: close the connection, as the session's read would have on its keep-alive
+/// timeout), `None` (keep-alive off: the session's read timeout applies) does not wait
+/// here. Shutting down, it returns at once: the application's own wait for the request
+/// knows how to drain idle connections. With `idle`, the connection waits listed there,
+/// and `false` (close it) when `idle` evicts it.
+async fn wait_for_request(
+    stream: &Stream,
+    keepalive: Option<u64>,
+    idle: Option<&Arc<IdleConnections>>,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    let Some(seconds) = keepalive else {
+        return true;
+    };
+    if *shutdown.borrow() {
+        return true;
+    }
+    let mut shutdown = shutdown.clone();
+    // `true` once there is something to read (a request byte, the peer's close or an error:
+    // left to the session's read) or the service shuts down; `false` when evicted.
+    let wait = async {
+        let ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
+        let ready = async {
+            match idle {
+                Some(idle) => idle.read_unless_evicted(ready).await.is_some(),
+                None => {
+                    let _ = ready.await;
+                    true
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            ready = ready => ready,
+            _ = shutdown.changed() => true,
+        }
+    };
+    let ready = if seconds == 0 {
+        wait.await
+    } else {
+        let timeout = Duration::from_secs(seconds);
+        match pingora_timeout::timeout(timeout, wait).await {
+            Ok(ready) => ready,
+            Err(_) => {
+                debug!("keepalive timeout {timeout:?} reached while waiting for a request");
+                return false;
+            }
+        }
+    };
+    if !ready {
+        debug!("idle connection evicted");
+    }
+    ready
 }
 
 #[cfg(test)]

@@ -79,6 +79,18 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Poll until the stream has something to read (data, the peer's close or an error)
+    /// without reading it: a reader can wait without holding a read buffer. A ready stream
+    /// may still have nothing for the next read (a spurious wake-up, or bytes of a lower
+    /// layer only, such as TLS records); readers must not rely on it.
+    /// The default, for streams that cannot tell, is always ready.
+    fn poll_read_ready(
+        &self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 use std::any::Any;

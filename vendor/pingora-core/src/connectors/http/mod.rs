@@ -149,6 +149,30 @@ where
         }
     }
 
+    /// Release a session that can go back to the pool as it is (an HTTP/1 connection to
+    /// keep alive, or HTTP/2) without a wait, and so without a future whose state would
+    /// size the caller's. A session whose release needs a wait (an HTTP/1 connection to
+    /// shut down, a custom session) is handed back: pass it to
+    /// [`Self::release_http_session`].
+    pub fn try_release_http_session<P: Peer + Send + Sync + 'static>(
+        &self,
+        session: HttpSession<C::Session>,
+        peer: &P,
+        idle_timeout: Option<Duration>,
+    ) -> Option<HttpSession<C::Session>> {
+        match session {
+            HttpSession::H1(h1) => self
+                .h1
+                .try_release_http_session(h1, peer, idle_timeout)
+                .map(HttpSession::H1),
+            HttpSession::H2(h2) => {
+                self.h2.release_http_session(h2, peer, idle_timeout);
+                None
+            }
+            HttpSession::Custom(c) => Some(HttpSession::Custom(c)),
+        }
+    }
+
     /// Tell the connector to always send h1 for ALPN for the given peer in the future.
     pub fn prefer_h1(&self, peer: &impl Peer) {
         self.h2.prefer_h1(peer);

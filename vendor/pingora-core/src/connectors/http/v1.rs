@@ -16,6 +16,7 @@ use crate::connectors::{ConnectorOptions, TransportConnector};
 use crate::protocols::http::v1::client::HttpSession;
 use crate::upstreams::peer::Peer;
 
+use log::debug;
 use pingora_error::Result;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -52,14 +53,33 @@ impl Connector {
 
     pub async fn release_http_session<P: Peer + Send + Sync + 'static>(
         &self,
-        mut session: HttpSession,
+        session: HttpSession,
         peer: &P,
         idle_timeout: Option<Duration>,
     ) {
+        if let Some(mut session) = self.try_release_http_session(session, peer, idle_timeout) {
+            debug!("HTTP shutdown connection");
+            session.shutdown().await;
+        }
+    }
+
+    /// Put the session's connection back in the pool, without a wait, if it can be
+    /// reused; otherwise hand the session back, to be closed by
+    /// [`Self::release_http_session`].
+    pub fn try_release_http_session<P: Peer + Send + Sync + 'static>(
+        &self,
+        mut session: HttpSession,
+        peer: &P,
+        idle_timeout: Option<Duration>,
+    ) -> Option<HttpSession> {
         session.respect_keepalive();
-        if let Some(stream) = session.reuse().await {
-            self.transport
-                .release_stream(stream, peer.reuse_hash(), idle_timeout);
+        match session.try_reuse() {
+            Ok(stream) => {
+                self.transport
+                    .release_stream(stream, peer.reuse_hash(), idle_timeout);
+                None
+            }
+            Err(session) => Some(session),
         }
     }
 

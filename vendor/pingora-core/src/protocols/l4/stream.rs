@@ -528,6 +528,12 @@ pub struct Stream {
     // the data put back at the front of the read buffer, in order to replay the read
     rewind_read_buf: Vec<Vec<u8>>,
     buffer_write: bool,
+    /// The write buffer's size when it is held only while there is something in it: it is
+    /// allocated by a write that it can hold and released by the flush that empties it, so
+    /// an idle connection does not keep it. 0: the write buffer (if any) is permanent.
+    lazy_write_capacity: usize,
+    /// Whether the lazy write buffer is allocated now.
+    lazy_write_held: bool,
     proxy_digest: Option<Arc<ProxyDigest>>,
     socket_digest: Option<Arc<SocketDigest>>,
     /// When this connection is established
@@ -630,14 +636,42 @@ impl Stream {
         // Since the buffers can't be resized in place,
         // we take the raw stream out of them and put it in new buffers with the size we want
         let stream = mem::take(&mut self.stream);
-        let stream = stream.map(|s| {
-            BufferedStream::with_capacity(
-                buffer.read_capacity(),
-                buffer.write_capacity(),
-                s.into_inner(),
-            )
-        });
+        // Without a read buffer, the write buffer can come and go with what it holds (a
+        // read buffer would have to be rebuilt with it).
+        let (read, write) = (buffer.read_capacity(), buffer.write_capacity());
+        let lazy = read == 0 && write > 0;
+        self.lazy_write_capacity = if lazy { write } else { 0 };
+        self.lazy_write_held = false;
+        let write = if lazy { 0 } else { write };
+        let stream = stream.map(|s| BufferedStream::with_capacity(read, write, s.into_inner()));
         let _ = mem::replace(&mut self.stream, stream);
+    }
+
+    /// Allocate the lazy write buffer before a write of `len` bytes that it would hold.
+    fn hold_write_buffer(&mut self, len: usize) {
+        if self.lazy_write_capacity > len && !self.lazy_write_held {
+            let capacity = self.lazy_write_capacity;
+            self.set_write_buffer(capacity);
+        }
+    }
+
+    /// Release the lazy write buffer once a flush has emptied it.
+    fn release_write_buffer(&mut self) {
+        if self.lazy_write_held && self.stream().writer().buffer().is_empty() {
+            self.set_write_buffer(0);
+        }
+    }
+
+    /// Rebuild the write buffer (empty) with `capacity`; only without a read buffer.
+    fn set_write_buffer(&mut self, capacity: usize) {
+        match self.stream.take() {
+            Some(BufferedStream::UnbufferedRead(writer)) if writer.buffer().is_empty() => {
+                let writer = BufWriter::with_capacity(capacity, writer.into_inner());
+                self.stream = Some(BufferedStream::UnbufferedRead(writer));
+                self.lazy_write_held = capacity > 0;
+            }
+            other => self.stream = other,
+        }
     }
 }
 
@@ -651,6 +685,8 @@ impl From<TcpStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            lazy_write_capacity: 0,
+            lazy_write_held: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -674,6 +710,8 @@ impl From<virt::VirtualSocketStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            lazy_write_capacity: 0,
+            lazy_write_held: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -698,6 +736,8 @@ impl From<UnixStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            lazy_write_capacity: 0,
+            lazy_write_held: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -749,6 +789,24 @@ impl Peek for Stream {
         // rewind regardless of what is read
         self.rewind(buf);
         Ok(true)
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Bytes already held here are ready at once.
+        if !self.rewind_read_buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if let BufferedStream::BufferedRead(reader) = self.stream() {
+            if !reader.buffer().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => s.poll_read_ready(cx),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.poll_read_ready(cx),
+            RawStream::Virtual(_) => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -872,6 +930,7 @@ impl AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = if self.buffer_write {
+            self.hold_write_buffer(buf.len());
             Pin::new(&mut self.stream_mut()).poll_write(cx, buf)
         } else {
             Pin::new(&mut self.stream_mut().get_mut()).poll_write(cx, buf)
@@ -883,6 +942,9 @@ impl AsyncWrite for Stream {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.stream_mut()).poll_flush(cx);
         self.write_pending_time.poll_time(&result);
+        if let Poll::Ready(Ok(())) = result {
+            self.release_write_buffer();
+        }
         result
     }
 
@@ -898,6 +960,7 @@ impl AsyncWrite for Stream {
         let total_size = bufs.iter().fold(0, |acc, s| acc + s.len());
 
         let result = if self.buffer_write {
+            self.hold_write_buffer(total_size);
             Pin::new(&mut self.stream_mut()).poll_write_vectored(cx, bufs)
         } else {
             Pin::new(&mut self.stream_mut().get_mut()).poll_write_vectored(cx, bufs)
@@ -1143,5 +1206,78 @@ mod tests {
         let mut buffer = vec![];
         stream.read_to_end(&mut buffer).await.unwrap();
         assert_eq!(buffer, message[2..]);
+    }
+
+    #[tokio::test]
+    async fn test_poll_read_ready() {
+        use std::future::poll_fn;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let notify = Arc::new(Notify::new());
+        let notify2 = notify.clone();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            notify2.notified().await;
+            stream.write_all(b"hello").await.unwrap();
+        });
+        let mut stream: Stream = TcpStream::connect(addr).await.unwrap().into();
+
+        // Nothing sent yet: not ready.
+        let ready = poll_fn(|cx| Poll::Ready(stream.poll_read_ready(cx).is_ready())).await;
+        assert!(!ready);
+        notify.notify_one();
+        // Ready once data arrives, and the data is still there to read.
+        poll_fn(|cx| stream.poll_read_ready(cx)).await.unwrap();
+        let mut buffer = [0u8; 5];
+        stream.read_exact(&mut buffer).await.unwrap();
+        assert_eq!(&buffer, b"hello");
+
+        // Rewound bytes are ready at once.
+        stream.rewind(b"again");
+        poll_fn(|cx| stream.poll_read_ready(cx)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn test_lazy_write_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut received = vec![];
+            stream.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        let mut stream: Stream = TcpStream::connect(addr).await.unwrap().into();
+        stream.set_buffer(L4BufferSettings::new(0, 1460));
+        // No write buffer until a write it can hold.
+        assert!(!stream.lazy_write_held);
+        stream.write_all(b"head ").await.unwrap();
+        assert!(stream.lazy_write_held);
+        stream.write_all(b"body").await.unwrap();
+        assert_eq!(stream.stream().writer().buffer(), b"head body");
+        // The flush that empties it releases it.
+        stream.flush().await.unwrap();
+        assert!(!stream.lazy_write_held);
+        // A write larger than the buffer goes straight through without it.
+        stream.write_all(&[b'x'; 2000]).await.unwrap();
+        assert!(!stream.lazy_write_held);
+        stream.write_all(b"tail").await.unwrap();
+        AsyncWriteExt::shutdown(&mut stream).await.unwrap();
+        drop(stream);
+        let received = server.await.unwrap();
+        let mut expected = b"head body".to_vec();
+        expected.extend_from_slice(&[b'x'; 2000]);
+        expected.extend_from_slice(b"tail");
+        assert_eq!(received, expected);
+
+        // With a read buffer, the write buffer stays as it was.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { listener.accept().await.unwrap() });
+        let mut stream: Stream = TcpStream::connect(addr).await.unwrap().into();
+        stream.set_buffer(L4BufferSettings::new(4096, 1460));
+        assert_eq!(stream.lazy_write_capacity, 0);
+        stream.write_all(b"head").await.unwrap();
+        assert_eq!(stream.stream().writer().buffer(), b"head");
     }
 }

@@ -169,6 +169,20 @@ impl BodyReader {
         matches!(self.body_state, PS::ToStart)
     }
 
+    /// Before reading more of a body read until the connection closes (an upgraded
+    /// connection's, or a response's without framing), which may wait long between reads:
+    /// drop the read buffer if it holds nothing still to be returned, and say so (`true`).
+    /// The caller can then wait for the stream to be readable before reading, and a quiet
+    /// tunnel does not hold a read buffer (64 KiB) on each side; the next read allocates it.
+    pub fn release_buf_before_wait(&mut self) -> bool {
+        if matches!(self.body_state, PS::UntilClose(_)) && self.rewind_buf_len == 0 {
+            self.body_buf = None;
+            true
+        } else {
+            false
+        }
+    }
+
     pub fn reinit(&mut self) {
         self.body_state = PS::ToStart;
     }
@@ -2059,6 +2073,31 @@ mod tests {
         let second = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(body_reader.get_body(&second), b"bc");
         assert!(body_reader.body_buf.as_ref().unwrap().capacity() < BODY_BUFFER_SIZE);
+    }
+
+    #[tokio::test]
+    async fn read_until_close_releases_buf_before_wait() {
+        init_log();
+        let mut mock_io = Builder::new().read(&b"bc"[..]).build();
+        let mut body_reader = BodyReader::new(false);
+        body_reader.init_close_delimited(b"a");
+        // Rewound bytes are still to be returned: the buffer stays.
+        assert!(!body_reader.release_buf_before_wait());
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"a");
+        // Nothing held: released, and the next read allocates a new one.
+        assert!(body_reader.release_buf_before_wait());
+        assert!(body_reader.body_buf.is_none());
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"bc");
+        assert!(body_reader.release_buf_before_wait());
+        assert_eq!(body_reader.read_body(&mut mock_io).await.unwrap(), None);
+        assert_eq!(body_reader.body_state, ParseState::Complete(3));
+
+        // Other bodies keep their buffer.
+        let mut body_reader = BodyReader::new(false);
+        body_reader.init_content_length(3, b"");
+        assert!(!body_reader.release_buf_before_wait());
     }
 
     #[tokio::test]

@@ -305,7 +305,8 @@ impl HttpSession {
                             return self.fail_response_header_read(e);
                         }
 
-                        let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
+                        let buf =
+                            freeze_head_buf(std::mem::take(&mut self.response_header_read_buf));
 
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
@@ -472,6 +473,12 @@ impl HttpSession {
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
         self.init_body_reader();
+        // A body read until close (an upgraded connection's) may be quiet for long: wait
+        // for it without holding the read buffer. An error is left to the read.
+        if self.body_reader.release_buf_before_wait() {
+            let stream = &self.underlying_stream;
+            let _ = std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await;
+        }
         self.body_reader
             .read_body(&mut self.underlying_stream)
             .await
@@ -661,20 +668,29 @@ impl HttpSession {
     /// server is being contacted. A new client session can be created via [`Self::new()`].
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
-    pub async fn reuse(mut self) -> Option<Stream> {
+    pub async fn reuse(self) -> Option<Stream> {
+        match self.try_reuse() {
+            Ok(stream) => Some(stream),
+            Err(mut session) => {
+                debug!("HTTP shutdown connection");
+                session.shutdown().await;
+                None
+            }
+        }
+    }
+
+    /// [`Self::reuse`] without a wait: `Ok` with the stream when the connection can be
+    /// reused as it is, or `Err` with the session when it is to be closed (which
+    /// [`Self::reuse`] does). Reusing a kept-alive connection needs no await, so a caller
+    /// that takes this way first awaits (and holds the state of) the shutdown only when
+    /// there is one.
+    pub fn try_reuse(mut self) -> std::result::Result<Stream, Self> {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);
         }
-
-        // TODO: this function is unnecessarily slow for keepalive case
-        // because that case does not need async
         match self.keepalive_timeout {
-            KeepaliveStatus::Off => {
-                debug!("HTTP shutdown connection");
-                self.shutdown().await;
-                None
-            }
-            _ => Some(self.underlying_stream),
+            KeepaliveStatus::Off => Err(self),
+            _ => Ok(self.underlying_stream),
         }
     }
 

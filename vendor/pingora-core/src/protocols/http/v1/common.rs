@@ -38,7 +38,23 @@ pub const CRLF: &[u8; 2] = b"\r\n";
 /// Header maps sized to exactly the headers read grow (rehash and reallocate, for both the
 /// value map and the case map) on the first such insert; reserving a few more slots when
 /// the head is parsed costs a few bytes instead.
-pub(crate) const PARSED_HEADERS_HEADROOM: usize = 8;
+pub(crate) const PARSED_HEADERS_HEADROOM: usize = 4;
+
+/// A parsed head's read buffer is copied to one of its own size when that frees at least
+/// this much: its header values refer to the buffer for as long as the message lives (an
+/// upgraded connection's whole life), and most heads fill a fraction of the
+/// [`INIT_HEADER_BUF_SIZE`] read.
+pub(crate) const HEADER_BUF_SHRINK_MIN: usize = 1024;
+
+/// `buf`, frozen, in an allocation of its own size if that frees at least
+/// [`HEADER_BUF_SHRINK_MIN`] bytes.
+pub(crate) fn freeze_head_buf(buf: bytes::BytesMut) -> bytes::Bytes {
+    if buf.capacity() - buf.len() >= HEADER_BUF_SHRINK_MIN {
+        bytes::Bytes::copy_from_slice(&buf)
+    } else {
+        buf.freeze()
+    }
+}
 /// The empty line that terminates a message's header section.
 pub(super) const HEADER_SECTION_END: &[u8; 4] = b"\r\n\r\n";
 pub const HEADER_KV_DELIMITER: &[u8; 2] = b": ";

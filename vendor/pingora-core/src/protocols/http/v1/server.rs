@@ -452,7 +452,7 @@ impl HttpSession {
                             }
                             rest
                         };
-                        let buf = buf.freeze();
+                        let buf = freeze_head_buf(buf);
 
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
@@ -669,6 +669,12 @@ impl HttpSession {
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
         self.init_body_reader();
+        // A body read until close (an upgraded connection's) may be quiet for long: wait
+        // for it without holding the read buffer. An error is left to the read.
+        if self.body_reader.release_buf_before_wait() {
+            let stream = &self.underlying_stream;
+            let _ = std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await;
+        }
         self.body_reader
             .read_body(&mut self.underlying_stream)
             .await
