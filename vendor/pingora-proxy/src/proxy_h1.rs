@@ -149,14 +149,8 @@ where
         let pipe_state = Arc::new(AtomicU8::new(PipeState::Active as u8));
 
         // start bi-directional streaming
-        //
-        // Each half is boxed: inline, their states (several KiB together) made this future,
-        // and so every enclosing one up to the connection's per-request future, that large.
-        // That future is built and moved for every request, and it is what a kept-alive
-        // connection holds while it waits for its next request; boxed here, the halves
-        // take their memory only while a request is being proxied.
         let ret = tokio::try_join!(
-            Box::pin(self.proxy_handle_downstream(
+            self.proxy_handle_downstream(
                 session,
                 tx_downstream,
                 rx_upstream,
@@ -164,13 +158,8 @@ where
                 &mut downstream_custom_message_writer,
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
-            )),
-            Box::pin(self.proxy_handle_upstream(
-                client_session,
-                tx_upstream,
-                rx_downstream,
-                pipe_state
-            )),
+            ),
+            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
