@@ -31,6 +31,7 @@ is printed and written to bench/results/<stamp>-memory.md (unless --no-write).
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import re
 import resource
@@ -146,13 +147,22 @@ def settle_rss(pids):
     return bench.rss_kib(pids)
 
 
+@contextlib.contextmanager
+def warmed(target, name, phase):
+    """A fresh process of target `name` for `phase` ("idle" or "ws"), warmed up: its
+    process, port and base RSS; stopped afterwards."""
+    proc, port = target.start(name, phase)
+    try:
+        asyncio.run(warm_up(port, phase == "ws"))
+        yield proc, port, settle_rss(proc.pids)
+    finally:
+        proc.stop()
+
+
 def measure(target, name, n):
     row = {}
     # Idle keep-alive connections, then the RSS after they close.
-    proc, port = target.start(name, "idle")
-    try:
-        asyncio.run(warm_up(port, False))
-        row["base"] = settle_rss(proc.pids)
+    with warmed(target, name, "idle") as (proc, port, row["base"]):
 
         async def idle():
             writers = await open_idle(port, n)
@@ -163,13 +173,8 @@ def measure(target, name, n):
             row["closed"] = bench.rss_kib(proc.pids)
 
         asyncio.run(idle())
-    finally:
-        proc.stop()
     # WebSocket tunnels, in a fresh process.
-    proc, port = target.start(name, "ws")
-    try:
-        asyncio.run(warm_up(port, True))
-        row["ws_base"] = settle_rss(proc.pids)
+    with warmed(target, name, "ws") as (proc, port, row["ws_base"]):
 
         async def tunnels():
             sockets = await open_tunnels(port, n)
@@ -177,8 +182,6 @@ def measure(target, name, n):
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
         asyncio.run(tunnels())
-    finally:
-        proc.stop()
     row["idle_per_conn"] = (row["idle"] - row["base"]) / n
     row["ws_per_conn"] = (row["ws"] - row["ws_base"]) / n
     # The issue's target: back within 20% of the base, or 4 MiB, whichever is larger.

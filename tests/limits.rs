@@ -227,6 +227,22 @@ fn closed(s: &TcpStream) -> bool {
     }
 }
 
+/// The gateway in front of a `/core` service, at most 4 client connections.
+async fn limited_to_4() -> (upstream::Server, Gateway) {
+    let up = upstream::http("core").await;
+    let routes = config(&[("core", "/core", up.addr, r#""strip_prefix": true"#)]);
+    let gw = Gateway::start_with(&routes, &[("PROXY_MAX_CONNECTIONS", "4")]);
+    (up, gw)
+}
+
+/// A new client's request is answered (200) within a second; its connection, kept alive.
+fn answered_within_a_second(gw: &Gateway) -> TcpStream {
+    let (reply, took, s) = timed_request(gw);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    s
+}
+
 /// A new client's request on a fresh connection: the reply, how long it took, and the
 /// connection (kept alive, idle, the newest).
 fn timed_request(gw: &Gateway) -> (String, Duration, TcpStream) {
@@ -303,9 +319,7 @@ async fn busy_connections_past_the_limits_get_503_and_the_rest_carry_on() {
     let n = held[0].read(&mut buf).unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     // ... and then, kept alive and idle, its connection makes room for the next client.
-    let (reply, took, _new) = timed_request(&gw);
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    let _new = answered_within_a_second(&gw);
     assert!(closed(&held[0]));
     assert!(!closed(&held[1]) && !closed(&held[2]) && !closed(&slow));
     // They close: new ones are let in (once the gateway has seen the closes).
@@ -340,13 +354,9 @@ async fn busy_connections_past_the_limits_get_503_and_the_rest_carry_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn silent_connections_at_the_limit_make_room_for_a_new_client() {
-    let up = upstream::http("core").await;
-    let routes = config(&[("core", "/core", up.addr, r#""strip_prefix": true"#)]);
-    let gw = Gateway::start_with(&routes, &[("PROXY_MAX_CONNECTIONS", "4")]);
+    let (_up, gw) = limited_to_4().await;
     let held = silent(&gw, 4).await;
-    let (reply, took, _new) = timed_request(&gw);
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    let _new = answered_within_a_second(&gw);
     // The oldest was closed, the rest are open and still served.
     assert!(closed(&held[0]));
     for s in &held[1..] {
@@ -358,14 +368,10 @@ async fn silent_connections_at_the_limit_make_room_for_a_new_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kept_alive_connections_at_the_limit_make_room_for_a_new_client() {
-    let up = upstream::http("core").await;
-    let routes = config(&[("core", "/core", up.addr, r#""strip_prefix": true"#)]);
-    let gw = Gateway::start_with(&routes, &[("PROXY_MAX_CONNECTIONS", "4")]);
+    let (_up, gw) = limited_to_4().await;
     let held = hold(&gw, 4);
     wait_open(&gw, 4).await;
-    let (reply, took, _new) = timed_request(&gw);
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    let _new = answered_within_a_second(&gw);
     assert!(closed(&held[0]));
     for s in &held[1..] {
         assert!(again(s).starts_with("HTTP/1.1 200"));
@@ -375,9 +381,7 @@ async fn kept_alive_connections_at_the_limit_make_room_for_a_new_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_connection_idle_the_longest_is_the_one_closed() {
-    let up = upstream::http("core").await;
-    let routes = config(&[("core", "/core", up.addr, r#""strip_prefix": true"#)]);
-    let gw = Gateway::start_with(&routes, &[("PROXY_MAX_CONNECTIONS", "4")]);
+    let (_up, gw) = limited_to_4().await;
     // Opened a, b, c, d; then a makes a request: idle the longest are b, then c (the new
     // clients' connections stay open, idle, the newest).
     let held = silent(&gw, 4).await;
@@ -385,10 +389,7 @@ async fn the_connection_idle_the_longest_is_the_one_closed() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut new = Vec::new();
     for (i, evicted) in [1, 2].into_iter().enumerate() {
-        let (reply, took, s) = timed_request(&gw);
-        new.push(s);
-        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-        assert!(took < Duration::from_secs(1), "{took:?}");
+        new.push(answered_within_a_second(&gw));
         assert!(closed(&held[evicted]), "connection {evicted}");
         assert_eq!(
             evicted_total(&support::metrics(&gw).await),
