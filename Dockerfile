@@ -10,6 +10,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY config ./config
+# Pingora's crates as published plus the gateway's patches (`[patch.crates-io]`, vendor/README.md).
+COPY vendor ./vendor
 # The registry and target directory live in build caches, so a rebuild after a source
 # change recompiles only this crate, not Pingora and the rest of the dependencies.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -376,6 +376,59 @@ fn dockerfile_builds_with_cmake_and_runs_unprivileged() {
     }
 }
 
+/// The builder stage's `COPY`s are all cargo needs: the files they name, alone in a
+/// directory, resolve with `--locked` (the vendored Pingora crates of `[patch.crates-io]`
+/// included: an image built without them does not build at all).
+#[test]
+fn dockerfile_copies_everything_the_build_needs() {
+    let df = read("Dockerfile");
+    let builder: Vec<&str> = df
+        .lines()
+        .skip_while(|l| !l.starts_with("FROM "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("FROM "))
+        .collect();
+    let ctx = std::env::temp_dir().join(format!("beat-docker-ctx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&ctx);
+    std::fs::create_dir_all(&ctx).expect("scratch directory");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut copied = Vec::new();
+    for line in &builder {
+        let Some(args) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let (dest, sources) = words.split_last().expect("COPY with a destination");
+        for src in sources {
+            let to = if dest.ends_with('/') {
+                ctx.join(src)
+            } else {
+                ctx.join(dest.trim_start_matches("./"))
+            };
+            let status = Command::new("cp")
+                .args(["-r", "--"])
+                .arg(root.join(src))
+                .arg(&to)
+                .status()
+                .expect("cp");
+            assert!(status.success(), "COPY {src}: not in the repository");
+            copied.push(*src);
+        }
+    }
+    assert!(copied.contains(&"vendor"), "the builder stage copies {copied:?}");
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
+        .current_dir(&ctx)
+        .output()
+        .expect("cargo metadata");
+    let _ = std::fs::remove_dir_all(&ctx);
+    assert!(
+        out.status.success(),
+        "the image's build context ({copied:?}) does not resolve: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A throwaway PostgreSQL cluster on a loopback port; stopped on drop.
 struct Postgres {
     bin: PathBuf,
