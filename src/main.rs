@@ -98,13 +98,16 @@ fn main() -> ExitCode {
     } else {
         Source::File(settings.services_path.clone())
     };
-    let mut server = match server::build(
+    let server::Built {
+        mut server,
+        run_args,
+    } = match server::build(
         &settings,
         cli.pingora,
         services,
         (source, &config_hash, cli.watch),
     ) {
-        Ok(server) => server,
+        Ok(built) => built,
         Err(e) => return fail(e),
     };
     // mimalloc (above) keeps freed pages until asked: give them back after a spike.
@@ -134,7 +137,8 @@ fn main() -> ExitCode {
             demo::SECURE_PREFIX
         );
     }
-    server.run_forever()
+    server.run(run_args);
+    ExitCode::SUCCESS
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {

@@ -5,15 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::http::v1::idle::IdleConnections;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
-use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service as ListeningService;
+use tokio::signal::unix::SignalKind;
 
 use crate::admin::{self, AdminState};
 use crate::config::Service;
@@ -32,6 +34,13 @@ const SHUTDOWN_TIMEOUT_SECONDS: u64 = 2;
 /// The listener's write buffer: one TCP segment on loopback's and most paths' MSS.
 const WRITE_BUFFER: usize = 1460;
 
+/// The server, and how it is to be run: `server.run(run_args)`.
+pub struct Built {
+    pub server: Server,
+    /// Pingora's signals, with the shutdown delay ([`Signals`]) in front of SIGTERM.
+    pub run_args: RunArgs,
+}
+
 /// Build the server; the caller runs it. Errors: Pingora's own config file, a listen
 /// address is unavailable, or the TLS certificate does not load.
 pub fn build(
@@ -39,7 +48,7 @@ pub fn build(
     mut opt: Opt,
     services: Vec<Service>,
     (source, config_hash, watch): (Source, &str, bool),
-) -> anyhow::Result<Server> {
+) -> anyhow::Result<Built> {
     // Before anything is counted.
     if !settings.metrics {
         crate::metrics::disable();
@@ -129,6 +138,7 @@ pub fn build(
         verifier,
     };
     let live = Live::new(services, config_hash, source, shared).map_err(anyhow::Error::msg)?;
+    let live_for_signals = live.clone();
     server.add_service(background_service(
         "config reload",
         Reloader {
@@ -220,7 +230,75 @@ pub fn build(
         proxy.add_listener(ListenerConfig::tcp(addr).tls(tls_settings(certificate)?));
     }
     server.add_service(proxy);
-    Ok(server)
+    let signals = Signals {
+        live: live_for_signals,
+        delay: Duration::from_secs(settings.shutdown_delay_seconds),
+    };
+    Ok(Built {
+        server,
+        run_args: RunArgs {
+            shutdown_signal: Box::new(signals),
+        },
+    })
+}
+
+/// Pingora's signals (SIGTERM: graceful shutdown; SIGQUIT: graceful upgrade, `-u`; SIGINT:
+/// at once), with a delay in front of SIGTERM's. An orchestrator sends SIGTERM and removes
+/// the instance from its endpoints at the same moment, and the removal takes a few seconds
+/// to reach every load balancer: an instance that stopped accepting at once would refuse
+/// the requests still sent its way. So on SIGTERM the gateway reports itself not ready
+/// (`/readyz` 503) and answers with `Connection: close`, goes on accepting and serving for
+/// `PROXY_SHUTDOWN_DELAY_SECONDS`, and only then begins Pingora's graceful shutdown (stop
+/// accepting, in-flight requests finish within `PROXY_GRACE_SECONDS`). A second SIGTERM
+/// cuts the delay short; SIGINT exits at once.
+pub struct Signals {
+    live: Arc<Live>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut terminate = listen(SignalKind::terminate());
+        let mut upgrade = listen(SignalKind::quit());
+        let mut interrupt = listen(SignalKind::interrupt());
+        tokio::select! {
+            _ = received(&mut upgrade) => return ShutdownSignal::GracefulUpgrade,
+            _ = received(&mut interrupt) => return ShutdownSignal::FastShutdown,
+            _ = received(&mut terminate) => {}
+        }
+        self.live.begin_draining();
+        if self.delay.is_zero() {
+            return ShutdownSignal::GracefulTerminate;
+        }
+        log::info!(
+            "SIGTERM: not ready from now on; serving {} s more before shutting down",
+            self.delay.as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(self.delay) => {}
+            _ = received(&mut terminate) => log::info!("SIGTERM again: shutting down now"),
+            _ = received(&mut interrupt) => return ShutdownSignal::FastShutdown,
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// A signal's stream; `None` (logged) if the handler cannot be installed.
+fn listen(kind: SignalKind) -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind)
+        .map_err(|e| log::error!("cannot listen for signal {}: {e}", kind.as_raw_value()))
+        .ok()
+}
+
+/// The next delivery of `signal`; never, for one that could not be installed.
+async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The TLS listener: the certificate from our reloadable resolver, HTTP/2 preferred and

@@ -88,6 +88,10 @@ pub struct Settings {
     /// `None`: Pingora's config file (`-c`) decides, else the number of CPUs.
     pub threads: Option<usize>,
     pub grace_seconds: u64,
+    /// On SIGTERM, how long the gateway keeps accepting and serving, not ready, before the
+    /// grace period begins (`PROXY_SHUTDOWN_DELAY_SECONDS`): the time an orchestrator takes
+    /// to stop sending it traffic.
+    pub shutdown_delay_seconds: u64,
     pub keepalive_seconds: u64,
     pub header_timeout_seconds: u64,
     pub log_format: LogFormat,
@@ -186,6 +190,13 @@ impl Settings {
                     .parse::<u64>()
                     .map_err(|_| bad(kv, "a number of seconds"))?
             }
+        };
+        let shutdown_delay_seconds = match get("PROXY_SHUTDOWN_DELAY_SECONDS") {
+            None => 0,
+            Some(kv) => match kv.1.trim().parse::<u64>() {
+                Ok(n) if n <= 3_600 => n,
+                _ => return Err(bad(kv, "a number of seconds from 0 to 3600")),
+            },
         };
         // Both at least a second: 0 would close every connection before its request.
         let seconds = |var: &'static str, default: u64| match get(var) {
@@ -351,6 +362,7 @@ impl Settings {
             port,
             threads,
             grace_seconds,
+            shutdown_delay_seconds,
             keepalive_seconds,
             header_timeout_seconds,
             log_format,
@@ -559,6 +571,7 @@ mod tests {
         assert_eq!(s.listen_addr(), "0.0.0.0:9000");
         assert_eq!(s.threads, None);
         assert_eq!(s.grace_seconds, DEFAULT_GRACE_SECONDS);
+        assert_eq!(s.shutdown_delay_seconds, 0, "compose stops as before");
         assert_eq!(s.keepalive_seconds, 75);
         assert_eq!(s.header_timeout_seconds, 30);
         assert_eq!(s.log_format, LogFormat::Text);
@@ -584,6 +597,15 @@ mod tests {
         ] {
             refused_naming(&[(var, "0")], var);
             refused_naming(&[(var, "many")], var);
+        }
+        let delay = |v: &str| with(&[("PROXY_SHUTDOWN_DELAY_SECONDS", v)]);
+        assert_eq!(delay("5").unwrap().shutdown_delay_seconds, 5);
+        assert_eq!(delay("0").unwrap().shutdown_delay_seconds, 0);
+        for v in ["-1", "5s", "3601"] {
+            refused_naming(
+                &[("PROXY_SHUTDOWN_DELAY_SECONDS", v)],
+                "PROXY_SHUTDOWN_DELAY_SECONDS",
+            );
         }
         assert!(!with(&[("ADMIN_METRICS", "OFF")]).unwrap().metrics);
         refused_naming(&[("ADMIN_METRICS", "no")], "ADMIN_METRICS");

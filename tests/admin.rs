@@ -219,9 +219,15 @@ async fn off_loopback_the_admin_paths_need_the_token() {
     );
     let resp = client().get(gw.admin_url("/healthz")).send().await.unwrap();
     assert_eq!(resp.status(), 200, "healthz stays open");
+    // A probe carries no credentials: readiness answers, without details.
+    let resp = client().get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "readyz answers probes");
+    assert_eq!(json(resp).await, serde_json::json!({"status": "ready"}));
     for path in ["/metrics", "/readyz", "/routes"] {
-        let resp = client().get(gw.admin_url(path)).send().await.unwrap();
-        assert_eq!(resp.status(), 401, "{path}");
+        if path != "/readyz" {
+            let resp = client().get(gw.admin_url(path)).send().await.unwrap();
+            assert_eq!(resp.status(), 401, "{path}");
+        }
         let resp = client()
             .get(gw.admin_url(path))
             .bearer_auth("wrong-token-of-some-length")
@@ -239,6 +245,27 @@ async fn off_loopback_the_admin_paths_need_the_token() {
     }
     let env = [("ADMIN_HOST", "0.0.0.0"), ("ADMIN_TOKEN", token)];
     assert_eq!(probe(gw.admin_port, &env), Some(0));
+
+    // Not ready: a probe learns that much; which services, only with the token.
+    let gw = Gateway::start_with(
+        r#"{"services": [
+            {"name": "ghost-service", "host": "ghost.invalid", "port": 80, "prefix": "/ghost"}]}"#,
+        &env,
+    );
+    let resp = client().get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(json(resp).await, serde_json::json!({"status": "not ready"}));
+    let resp = client()
+        .get(gw.admin_url("/readyz"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        json(resp).await["services_without_healthy_instance"],
+        serde_json::json!(["ghost-service"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

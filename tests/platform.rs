@@ -415,7 +415,10 @@ fn dockerfile_copies_everything_the_build_needs() {
             copied.push(*src);
         }
     }
-    assert!(copied.contains(&"vendor"), "the builder stage copies {copied:?}");
+    assert!(
+        copied.contains(&"vendor"),
+        "the builder stage copies {copied:?}"
+    );
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--locked", "--offline", "--format-version", "1"])
         .current_dir(&ctx)

@@ -3,12 +3,17 @@
 //!
 //! - `GET /healthz`: the process is alive (no token needed, for orchestrators).
 //! - `GET /readyz`: every route's service resolves (an instance that does not resolve takes
-//!   no traffic); else `503` JSON naming the services without a usable instance.
+//!   no traffic); else `503` JSON naming the services without a usable instance. From
+//!   SIGTERM on, `503` `{"status": "shutting down"}` while the gateway still serves for
+//!   `PROXY_SHUTDOWN_DELAY_SECONDS` (an orchestrator's endpoints follow readiness).
 //! - `GET /metrics`: Prometheus text (what [`crate::metrics`] counts), served by
 //!   `pingora-prometheus`.
 //! - `GET /routes`: the live route table as JSON, each instance and its health.
 //!
-//! Off loopback, every path but `/healthz` needs `Authorization: Bearer $ADMIN_TOKEN`.
+//! Off loopback, every path but `/healthz` and `/readyz` needs `Authorization: Bearer
+//! $ADMIN_TOKEN`. Orchestrators' probes carry no secrets, so `/readyz` without an
+//! `Authorization` header answers its status code and status word alone; the services it
+//! would name need the token (a wrong token is 401, as everywhere).
 
 pub mod probe;
 
@@ -39,7 +44,8 @@ pub struct AdminApp {
 }
 
 /// The admin service on `addr`. `token`: required as a bearer token on every path but
-/// `/healthz` (startup refuses a non-loopback address without one).
+/// `/healthz` and a credential-less `/readyz` (startup refuses a non-loopback address
+/// without one).
 pub fn service(
     state: AdminState,
     addr: &str,
@@ -150,7 +156,13 @@ impl ServeHttp for AdminApp {
                 json!({"error": "only GET", "status": 405}),
             );
         }
-        if path != "/healthz" && !self.authorized(session) {
+        // A probe sends no credentials: readiness alone is not worth hiding.
+        let probe = path == "/readyz"
+            && !session
+                .req_header()
+                .headers
+                .contains_key(http::header::AUTHORIZATION);
+        if path != "/healthz" && !probe && !self.authorized(session) {
             let mut resp = json_response(
                 StatusCode::UNAUTHORIZED,
                 json!({"error": "ADMIN_TOKEN required as a bearer token", "status": 401}),
@@ -164,9 +176,20 @@ impl ServeHttp for AdminApp {
         match path.as_str() {
             "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
             "/readyz" => {
+                if self.state.live.is_draining() {
+                    return json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"status": "shutting down"}),
+                    );
+                }
                 let down = self.unready().await;
                 if down.is_empty() {
                     json_response(StatusCode::OK, json!({"status": "ready"}))
+                } else if probe && self.token.is_some() {
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"status": "not ready"}),
+                    )
                 } else {
                     json_response(
                         StatusCode::SERVICE_UNAVAILABLE,

@@ -12,6 +12,7 @@ pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
@@ -76,6 +77,10 @@ pub struct Live {
     shared: Shared,
     /// Reloads run one at a time.
     reloading: std::sync::Mutex<()>,
+    /// Set when SIGTERM arrives: from then on the gateway reports itself not ready and
+    /// asks clients to close their connections, while it still serves (see
+    /// [`crate::server`]'s shutdown delay).
+    draining: AtomicBool,
 }
 
 impl Live {
@@ -92,7 +97,17 @@ impl Live {
             source,
             shared,
             reloading: std::sync::Mutex::new(()),
+            draining: AtomicBool::new(false),
         }))
+    }
+
+    /// The process is going away: not ready from now on (it still serves).
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// The table new requests use.

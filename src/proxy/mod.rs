@@ -219,7 +219,7 @@ impl ProxyHttp for Gateway {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.keepalive_seconds));
         }
-        close_if_shutting_down(session);
+        close_if_shutting_down(session, &self.live);
         Ok(false)
     }
 
@@ -362,7 +362,7 @@ impl ProxyHttp for Gateway {
             response.remove_header(&http::header::TRANSFER_ENCODING);
             session.set_keepalive(None);
         }
-        close_if_shutting_down(session);
+        close_if_shutting_down(session, &self.live);
         decorate(response, ctx)?;
         headers::set_client_headers(response, &ctx.request_id)
     }
@@ -664,9 +664,10 @@ async fn refuse(
 /// During a graceful shutdown or upgrade, answers say `Connection: close`: a client that
 /// reused the connection after its answer could race Pingora closing it (idle
 /// connections are closed when shutdown begins) and see a reset instead of moving to the
-/// new process.
-fn close_if_shutting_down(session: &mut Session) {
-    if session.is_process_shutting_down() {
+/// new process. The same from SIGTERM on, while the shutdown delay still serves: a client
+/// that reconnects lands on an instance that is staying.
+fn close_if_shutting_down(session: &mut Session, live: &Live) {
+    if session.is_process_shutting_down() || live.is_draining() {
         session.set_keepalive(None);
     }
 }
