@@ -6,8 +6,12 @@
 #   --test   also what the test suite drives for real: PostgreSQL + PostGIS (the SQL init
 #            scripts), docker-compose (merges and validates the compose files; no engine
 #            needed), just (the Justfile), the openssl command line (the auth tests
-#            generate RSA keys with it) and redis-server (the shared rate limits).
+#            generate RSA keys with it), redis-server (the shared rate limits), haproxy
+#            (the rolling-restart test's load balancer), and in target/k8s-venv the
+#            Kubernetes checks' tools from PyPI: kubernetes-validate (schemas) and checkov
+#            (static policy). kubectl, with its kustomize, must be on the machine.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 with_test=false
 [ "${1:-}" = "--test" ] && with_test=true
@@ -21,6 +25,9 @@ if $with_test; then
   command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+  command -v python3 >/dev/null 2>&1 || need+=(python3)
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   if ! ls /usr/lib/postgresql/*/lib/postgis-3.so >/dev/null 2>&1; then
     need+=(postgis-for-installed-postgres)
@@ -57,4 +64,19 @@ command -v cargo >/dev/null 2>&1 || {
 if $with_test && ! command -v just >/dev/null 2>&1; then
   echo "setup: installing just (cargo install just --locked)" >&2
   cargo install just --locked --quiet
+fi
+
+# The Kubernetes checks (tests/kubernetes.rs): pinned, in a venv of their own.
+k8s_venv=target/k8s-venv
+k8s_tools="kubernetes-validate==1.37.0 checkov==3.3.30"
+if $with_test && [ "$(cat "$k8s_venv/.tools" 2>/dev/null)" != "$k8s_tools" ]; then
+  echo "setup: installing $k8s_tools into $k8s_venv" >&2
+  rm -rf "$k8s_venv"
+  python3 -m venv "$k8s_venv"
+  # shellcheck disable=SC2086
+  "$k8s_venv/bin/pip" install --quiet --disable-pip-version-check $k8s_tools
+  echo "$k8s_tools" > "$k8s_venv/.tools"
+fi
+if $with_test && ! command -v kubectl >/dev/null 2>&1; then
+  echo "setup: kubectl (with kustomize) is not installed; tests/kubernetes.rs will fail" >&2
 fi

@@ -157,6 +157,33 @@ impl Settings {
             expected: expected.to_owned(),
         };
 
+        // A secret may come from a file instead, as orchestrators mount them:
+        // `ADMIN_TOKEN_FILE=/run/secrets/admin-token` (surrounding whitespace trimmed).
+        let secret = |var: &'static str, file_var: &'static str| {
+            let from_file = get(file_var);
+            match (get(var), from_file) {
+                (value, None) => Ok(value),
+                (Some(_), Some(_)) => Err(SettingsError {
+                    var: file_var,
+                    value: "(set)".into(),
+                    expected: format!("{var} or {file_var}, not both"),
+                }),
+                (None, Some((_, path))) => match std::fs::read_to_string(path.trim()) {
+                    Ok(text) if !text.trim().is_empty() => Ok(Some((var, text.trim().to_owned()))),
+                    Ok(_) => Err(SettingsError {
+                        var: file_var,
+                        value: path,
+                        expected: format!("a file holding {var} (this one is empty)"),
+                    }),
+                    Err(e) => Err(SettingsError {
+                        var: file_var,
+                        value: path,
+                        expected: format!("a readable file holding {var} ({e})"),
+                    }),
+                },
+            }
+        };
+
         let given = services.or_else(|| get("SERVICES_CONFIG").map(|(_, v)| PathBuf::from(v)));
         let services_given = given.is_some();
         let services_path = given.unwrap_or_else(|| PathBuf::from(DEFAULT_SERVICES));
@@ -262,7 +289,7 @@ impl Settings {
             _ => None,
         };
         let cors = cors_policy(&get)?;
-        let rate_limit_redis = match get("RATE_LIMIT_REDIS_URL") {
+        let rate_limit_redis = match secret("RATE_LIMIT_REDIS_URL", "RATE_LIMIT_REDIS_URL_FILE")? {
             None => None,
             Some(kv) => match redis::Client::open(kv.1.trim()) {
                 Ok(_) => Some(kv.1.trim().to_owned()),
@@ -289,7 +316,8 @@ impl Settings {
                 })?
             }
         };
-        let admin_token = get("ADMIN_TOKEN").map(|(_, v)| v.trim().to_owned());
+        let admin_token =
+            secret("ADMIN_TOKEN", "ADMIN_TOKEN_FILE")?.map(|(_, v)| v.trim().to_owned());
         if let Some(token) = &admin_token
             && token.len() < 16
         {
@@ -627,6 +655,47 @@ mod tests {
         assert!(with(&[("ADMIN_TOKEN", "short")]).is_err());
         assert!(with(&[("ADMIN_PORT", "9000")]).is_err(), "the public port");
         assert!(with(&[("ADMIN_PORT", "x")]).is_err());
+    }
+
+    #[test]
+    fn secrets_may_come_from_files() {
+        let dir = std::env::temp_dir().join(format!("beat-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("admin-token");
+        std::fs::write(&token, "a-long-enough-token-from-a-file\n").unwrap();
+        let redis = dir.join("redis-url");
+        std::fs::write(&redis, "redis://:secret@127.0.0.1:6379/2").unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let path = |p: &std::path::Path| p.display().to_string();
+
+        let s = with(&[
+            ("ADMIN_TOKEN_FILE", &path(&token)),
+            ("RATE_LIMIT_REDIS_URL_FILE", &path(&redis)),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.admin_token.as_deref(),
+            Some("a-long-enough-token-from-a-file")
+        );
+        assert_eq!(
+            s.rate_limit_redis.as_deref(),
+            Some("redis://:secret@127.0.0.1:6379/2")
+        );
+        // The file's value is checked as the variable's would be.
+        std::fs::write(&token, "short").unwrap();
+        refused_naming(&[("ADMIN_TOKEN_FILE", &path(&token))], "ADMIN_TOKEN");
+        refused_naming(&[("ADMIN_TOKEN_FILE", &path(&empty))], "ADMIN_TOKEN_FILE");
+        let missing = path(&dir.join("missing"));
+        refused_naming(&[("ADMIN_TOKEN_FILE", &missing)], "ADMIN_TOKEN_FILE");
+        refused_naming(
+            &[
+                ("ADMIN_TOKEN", "a-long-enough-token"),
+                ("ADMIN_TOKEN_FILE", &path(&token)),
+            ],
+            "ADMIN_TOKEN_FILE",
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

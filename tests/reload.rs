@@ -233,6 +233,42 @@ async fn watch_picks_up_a_changed_file_and_buckets_carry_over() {
     assert_eq!(status(&gw, "/core/x", &[]).await, 429);
 }
 
+/// A Kubernetes ConfigMap mounted as a directory: `services.json` is a symlink to
+/// `..data/services.json`, `..data` a symlink to a timestamped directory; an update writes
+/// a new directory and swaps `..data` with one rename. `--watch` follows it.
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_follows_a_configmap_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let core = upstream::http("core").await;
+    let dir = support::temp_path("configmap");
+    let version = |n: u32, routes: &str| {
+        let v = dir.join(format!("..2026_12_08_00_00_0{n}.000000000"));
+        std::fs::create_dir_all(&v).unwrap();
+        std::fs::write(v.join("services.json"), routes).unwrap();
+        v
+    };
+    let one = config(&[("core-service", "/core", core.addr, "")]);
+    let first = version(1, &one);
+    symlink(first.file_name().unwrap(), dir.join("..data")).unwrap();
+    symlink("..data/services.json", dir.join("services.json")).unwrap();
+    let gw = start(&dir.join("services.json"), &["--watch"]);
+    assert_eq!(status(&gw, "/core/x", &[]).await, 200);
+    assert_eq!(status(&gw, "/more/x", &[]).await, 404);
+
+    // What the kubelet does: new directory, `..data_tmp` -> it, rename over `..data`,
+    // remove the old directory.
+    let two = config(&[
+        ("core-service", "/core", core.addr, ""),
+        ("more", "/more", core.addr, r#""strip_prefix": true"#),
+    ]);
+    let second = version(2, &two);
+    symlink(second.file_name().unwrap(), dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(&first).unwrap();
+    wait_status(&gw, "/more/x", 200, Duration::from_secs(3)).await;
+    assert!(gw.log().contains("reload: the file changed"), "{}", gw.log());
+}
+
 /// Pingora's graceful binary upgrade: a new process started with `-u` takes the listening
 /// sockets from the old one, which gets SIGQUIT and finishes its requests; clients in a
 /// loop across the hand-over see no failure.
