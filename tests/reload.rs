@@ -5,11 +5,10 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use support::load::Load;
 use support::{Gateway, client, config, json, status, upstream};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -29,67 +28,6 @@ async fn wait_status(gw: &Gateway, path: &str, want: u16, within: Duration) {
         }
         assert!(Instant::now() < deadline, "{path}: {got}, not {want}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Clients requesting `url` back to back until stopped, counting answers that were not a
-/// complete 200 (each printed, for a failing run).
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(url: String, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let workers = (0..clients)
-            .map(|_| {
-                let (stop, ok, failed, url) =
-                    (stop.clone(), ok.clone(), failed.clone(), url.clone());
-                tokio::spawn(async move {
-                    let c = client();
-                    while !stop.load(Ordering::Relaxed) {
-                        let good = match c.get(&url).send().await {
-                            Ok(r) => {
-                                let st = r.status();
-                                let complete = st == 200 && r.bytes().await.is_ok();
-                                if !complete {
-                                    eprintln!("load: status {st}");
-                                }
-                                complete
-                            }
-                            Err(e) => {
-                                eprintln!("load: {e:?}");
-                                false
-                            }
-                        };
-                        let counter = if good { &ok } else { &failed };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failed,
-            workers,
-        }
-    }
-
-    /// Stop; (complete 200s, failures).
-    async fn stop(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        for w in self.workers {
-            let _ = w.await;
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
     }
 }
 
@@ -140,9 +78,7 @@ async fn sighup_swaps_routes_under_load_without_a_failure() {
     let body = json(client().get(gw.url("/extra/x")).send().await.unwrap()).await;
     assert_eq!(body["service"], "extra");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (ok, failed) = load.stop().await;
-    assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
-    assert!(ok > 200, "only {ok} requests ran");
+    load.stop().await.assert_none_failed(200);
 
     // The WebSocket opened before the reload still echoes.
     ws.send(Message::text("after")).await.unwrap();
@@ -266,7 +202,11 @@ async fn watch_follows_a_configmap_symlink_swap() {
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     std::fs::remove_dir_all(&first).unwrap();
     wait_status(&gw, "/more/x", 200, Duration::from_secs(3)).await;
-    assert!(gw.log().contains("reload: the file changed"), "{}", gw.log());
+    assert!(
+        gw.log().contains("reload: the file changed"),
+        "{}",
+        gw.log()
+    );
 }
 
 /// Pingora's graceful binary upgrade: a new process started with `-u` takes the listening
@@ -307,8 +247,6 @@ async fn a_graceful_upgrade_drops_nothing() {
         "the old process did not exit"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (ok, failed) = load.stop().await;
-    assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
-    assert!(ok > 50, "only {ok} requests ran");
+    load.stop().await.assert_none_failed(50);
     assert_eq!(status(&new, "/core/x", &[]).await, 200);
 }

@@ -7,11 +7,10 @@
 mod support;
 
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use support::load::Load;
 use support::{Gateway, config, raw_request, upstream};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -30,47 +29,6 @@ fn delayed(up: &upstream::Server) -> Gateway {
             ("PROXY_GRACE_SECONDS", "1"),
         ],
     )
-}
-
-/// Clients in a loop until `until`: kept-alive ones and ones on a new connection each
-/// time. Returns (answered 200, failed, the failures seen).
-async fn clients(url: String, until: Instant) -> (usize, usize, Vec<String>) {
-    let ok = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for i in 0..6 {
-        let client = if i % 2 == 0 {
-            support::client()
-        } else {
-            reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("client")
-        };
-        let (url, ok, errors) = (url.clone(), ok.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < until {
-                let outcome = match client.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        r.bytes().await.map(drop).map_err(|e| format!("{e:?}"))
-                    }
-                    Ok(r) => Err(format!("status {}", r.status())),
-                    Err(e) => Err(format!("{e:?}")),
-                };
-                match outcome {
-                    Ok(()) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => errors.lock().unwrap().push(e),
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("client task");
-    }
-    let errors = errors.lock().unwrap().clone();
-    (ok.load(Ordering::Relaxed), errors.len(), errors)
 }
 
 /// Poll `/readyz` until it is 503; how long after `since` it first was.
@@ -105,11 +63,7 @@ async fn sigterm_with_a_delay_drops_nothing_is_unready_at_once_and_exits_0() {
 
     let start = Instant::now();
     let signal_at = start + Duration::from_millis(500);
-    // The load balancer stops sending well inside the delay (as endpoints do).
-    let load = tokio::spawn(clients(
-        gw.url("/core/anything"),
-        signal_at + DELAY - Duration::from_millis(300),
-    ));
+    let load = Load::mixed(gw.url("/core/anything"), 3, 3);
     tokio::time::sleep_until(signal_at.into()).await;
     let signalled = Instant::now();
     gw.signal("TERM");
@@ -133,19 +87,17 @@ async fn sigterm_with_a_delay_drops_nothing_is_unready_at_once_and_exits_0() {
             .contains("\r\nconnection: close\r\n"),
         "{head}"
     );
+    // The load balancer stops sending well inside the delay (as endpoints do).
+    tokio::time::sleep_until((signalled + DELAY - Duration::from_millis(300)).into()).await;
+    let outcome = load.stop().await;
+    outcome.assert_none_failed(50);
+    eprintln!(
+        "{} requests through SIGTERM, none failed; /readyz 503 after {unready:?}",
+        outcome.ok
+    );
     // A request in flight when the delay ends is finished, not cut.
     tokio::time::sleep_until((signalled + DELAY - Duration::from_millis(200)).into()).await;
     let slow = tokio::spawn(support::client().get(gw.url("/core/slow/600")).send());
-
-    let (ok, failed, errors) = load.await.unwrap();
-    assert_eq!(
-        failed,
-        0,
-        "{failed} failed (of {}): {errors:?}",
-        ok + failed
-    );
-    assert!(ok > 50, "only {ok} requests answered");
-    eprintln!("{ok} requests through SIGTERM, none failed; /readyz 503 after {unready:?}");
     let slow = slow.await.unwrap().expect("the in-flight request answered");
     assert_eq!(slow.status(), 200);
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part of this
 
 pub mod jwt;
+pub mod load;
 pub mod strict;
 pub mod upstream;
 
