@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -113,7 +113,7 @@ impl Drop for Haproxy {
     }
 }
 
-fn replica(routes: &PathBuf, (port, admin): (u16, u16)) -> Gateway {
+fn replica(routes: &Path, (port, admin): (u16, u16)) -> Gateway {
     Gateway::spawn_on(
         port,
         admin,
