@@ -558,3 +558,36 @@ async fn a_jwks_over_https_is_verified_against_its_ca() {
         "a JWKS request went out over an unverified connection"
     );
 }
+
+/// `JWKS_URL` as the platform's `.env` gives it, the auth service's base URL: the keys are
+/// fetched from its `/.well-known/jwks.json`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_url_jwks_means_the_auth_services_well_known_path() {
+    let key = RsaKey::generate();
+    let jwks = Jwks::serve(&[&key]).await;
+    let up = upstream::http("core").await;
+    let base = jwks.url().replace("/.well-known/jwks.json", "");
+    for url in [base.clone(), format!("{base}/")] {
+        let env: Vec<(String, String)> = jwks
+            .env()
+            .into_iter()
+            .map(|(k, v)| {
+                if k == "JWKS_URL" {
+                    (k, url.clone())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        let gw = Gateway::start_with(&routes(up.addr), &env_refs(&env));
+        gw.wait_for_log("jwks: 1 key(s) loaded");
+        let token = key.access_token("user-1");
+        let resp = get(
+            &gw,
+            "/core/x",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{url}");
+    }
+}

@@ -19,6 +19,9 @@ pub struct JwtSettings {
     pub refresh: Duration,
 }
 
+/// Where the auth service serves its key set, under its base URL.
+pub const WELL_KNOWN_PATH: &str = "/.well-known/jwks.json";
+
 /// Where the JWKS is served: `http[s]://host[:port]/path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwksUrl {
@@ -33,7 +36,9 @@ pub struct JwksUrl {
 
 impl JwksUrl {
     /// Parse `JWKS_URL`: `http://` (the platform's own network, auth-service:2000) or
-    /// `https://`.
+    /// `https://`. A base URL, with no path (or `/`), means the auth service's own place
+    /// for its keys, [`WELL_KNOWN_PATH`]: the platform's `.env` gives the auth service's
+    /// base URL (`http://auth-service:2000`).
     pub fn parse(url: &str) -> Result<Self, String> {
         let uri: http::Uri = url
             .parse()
@@ -54,7 +59,10 @@ impl JwksUrl {
         Ok(JwksUrl {
             host,
             port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
-            path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            path: match uri.path_and_query().map(|p| p.as_str()) {
+                None | Some("/") => WELL_KNOWN_PATH.to_owned(),
+                Some(path) => path.to_owned(),
+            },
             tls,
             ca_file: None,
         })
@@ -83,7 +91,18 @@ mod tests {
             JwksUrl::parse("http://[::1]/k").map(|u| u.host),
             Ok("::1".into())
         );
-        assert_eq!(JwksUrl::parse("http://a").map(|u| u.path), Ok("/".into()));
+        // A base URL: the auth service's well-known path.
+        for base in ["http://auth-service:2000", "http://auth-service:2000/"] {
+            let url = JwksUrl::parse(base).unwrap();
+            assert_eq!(
+                (url.host.as_str(), url.port, url.path.as_str()),
+                ("auth-service", 2000, "/.well-known/jwks.json")
+            );
+        }
+        assert_eq!(
+            JwksUrl::parse("http://a/keys?v=2").map(|u| u.path),
+            Ok("/keys?v=2".into())
+        );
         assert!(JwksUrl::parse("ftp://a/k").is_err());
         assert!(JwksUrl::parse("auth-service:2000/k").is_err());
         assert!(JwksUrl::parse("not a url").is_err());
