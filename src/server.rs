@@ -175,7 +175,8 @@ pub fn build(
         ),
         global_cors,
         hsts,
-    );
+    )
+    .allow_underscore_headers(settings.allow_underscore_headers);
     let mut options = HttpServerOptions::default();
     // CONNECT reaches `request_filter`, which refuses it with the gateway's JSON 405
     // (Pingora's own refusal is a bare 405 before any phase runs).

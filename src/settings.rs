@@ -122,6 +122,8 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     /// Open client connections from one address at most; `None`: no such limit.
     pub max_connections_per_ip: Option<usize>,
+    /// Forward header names with underscores (`PROXY_ALLOW_UNDERSCORE_HEADERS`).
+    pub allow_underscore_headers: bool,
 }
 
 /// A TLS listener (HTTP/1.1 and HTTP/2 by ALPN) beside the plain one.
@@ -359,6 +361,12 @@ impl Settings {
             Some((_, v)) if v.trim().eq_ignore_ascii_case("off") => false,
             Some(kv) => return Err(bad(kv, "either on or off")),
         };
+        let allow_underscore_headers = match get("PROXY_ALLOW_UNDERSCORE_HEADERS") {
+            None => false,
+            Some((_, v)) if v.trim().eq_ignore_ascii_case("true") => true,
+            Some((_, v)) if v.trim().eq_ignore_ascii_case("false") => false,
+            Some(kv) => return Err(bad(kv, "either true or false")),
+        };
         let body_timeout_seconds =
             seconds("PROXY_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS)?;
         let count = |var: &'static str| match get(var) {
@@ -391,6 +399,7 @@ impl Settings {
             threads,
             grace_seconds,
             shutdown_delay_seconds,
+            allow_underscore_headers,
             keepalive_seconds,
             header_timeout_seconds,
             log_format,
@@ -635,6 +644,13 @@ mod tests {
                 "PROXY_SHUTDOWN_DELAY_SECONDS",
             );
         }
+        assert!(!with(&[]).unwrap().allow_underscore_headers);
+        let allow = with(&[("PROXY_ALLOW_UNDERSCORE_HEADERS", "true")]).unwrap();
+        assert!(allow.allow_underscore_headers);
+        refused_naming(
+            &[("PROXY_ALLOW_UNDERSCORE_HEADERS", "yes")],
+            "PROXY_ALLOW_UNDERSCORE_HEADERS",
+        );
         assert!(!with(&[("ADMIN_METRICS", "OFF")]).unwrap().metrics);
         refused_naming(&[("ADMIN_METRICS", "no")], "ADMIN_METRICS");
     }

@@ -591,3 +591,41 @@ async fn a_base_url_jwks_means_the_auth_services_well_known_path() {
         assert_eq!(resp.status(), 200, "{url}");
     }
 }
+
+/// Identity headers in any spelling: `X_User_ID` would read as `X-User-ID` to a framework
+/// that maps `_` and `-` alike. Names with `_` are dropped (as nginx does); allowed, the
+/// identity spellings still are.
+#[tokio::test(flavor = "multi_thread")]
+async fn underscored_identity_headers_never_reach_the_service() {
+    let key = RsaKey::generate();
+    let jwks = Jwks::serve(&[&key]).await;
+    let up = upstream::http("core").await;
+    let token = format!("Bearer {}", key.access_token("user-1"));
+    let sent = [
+        ("authorization", token.as_str()),
+        ("x_user_id", "spoof"),
+        ("x_user_role", "admin"),
+        ("x-user_scopes", "all"),
+        ("my_header", "mine"),
+    ];
+    for (allow, my_header) in [("false", None), ("true", Some("mine"))] {
+        let gw = start(up.addr, &jwks, &[("PROXY_ALLOW_UNDERSCORE_HEADERS", allow)]);
+        let body = json(get(&gw, "/core/x", &sent).await).await;
+        let seen = &body["headers"];
+        assert_eq!(seen["x-user-id"], "user-1", "{seen}");
+        for name in ["x_user_id", "x_user_role", "x-user_scopes"] {
+            assert!(
+                seen.get(name).is_none(),
+                "allow={allow}: {name} reached: {seen}"
+            );
+        }
+        assert_eq!(
+            seen.get("my_header").and_then(|v| v.as_str()),
+            my_header,
+            "{seen}"
+        );
+        // Anonymous, on a route without auth: the same.
+        let body = json(get(&gw, "/plain/x", &sent[1..]).await).await;
+        assert!(body["headers"].get("x_user_id").is_none(), "{body}");
+    }
+}

@@ -385,3 +385,27 @@ async fn watch_picks_up_a_renewed_certificate() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Over HTTP/2 as over HTTP/1: header names with `_` (an identity header in another
+/// spelling among them) do not reach the service.
+#[tokio::test]
+async fn underscored_headers_are_dropped_over_http2_too() {
+    let up = upstream::http("core").await;
+    let p = pair();
+    let (_gw, tls_port) = tls_gateway(up.addr, &p, &[]);
+    let client = tls_client(tls_port, &[&p], false);
+    let resp = client
+        .get(url(tls_port, "/core/x"))
+        .header("x_user_id", "spoof")
+        .header("x_user_role", "admin")
+        .header("my_header", "x")
+        .send()
+        .await
+        .expect("request over TLS");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let body = support::json(resp).await;
+    let seen = &body["headers"];
+    for name in ["x_user_id", "x_user_role", "my_header", "x-user-id"] {
+        assert!(seen.get(name).is_none(), "{name} reached: {seen}");
+    }
+}

@@ -53,6 +53,8 @@ pub struct RequestCtx {
     pub refusal: Option<Cow<'static, str>>,
     /// The client sent identity headers (removed before forwarding).
     pub identity_headers: bool,
+    /// The client sent header names with underscores (removed before forwarding).
+    pub underscore_headers: bool,
     /// The verified token's identity, passed to the service.
     pub identity: Option<Arc<Identity>>,
     /// The CORS headers for this request's response (empty for a disallowed origin or a
@@ -92,6 +94,7 @@ impl Default for RequestCtx {
             close_after_refusal: false,
             refusal: None,
             identity_headers: false,
+            underscore_headers: false,
             identity: None,
             cors: None,
             rate_limit: None,

@@ -32,6 +32,9 @@ pub struct HeadFacts<'a> {
     pub forwarded_for: bool,
     /// One of the identity headers only the gateway may set ([`IDENTITY_HEADERS`]).
     pub identity: bool,
+    /// A header name with an underscore (`X_User_ID`): dropped before forwarding, as
+    /// nginx does, since CGI-style frameworks read `_` and `-` alike.
+    pub underscore: bool,
     /// The first `Origin` line: a browser's cross-origin request.
     pub origin: Option<&'a HeaderValue>,
     /// `Access-Control-Request-Method`: with `OPTIONS`, a CORS preflight.
@@ -79,6 +82,7 @@ impl<'a> HeadFacts<'a> {
                     facts.upgrade |= name == http::header::UPGRADE;
                     facts.hop_by_hop = true;
                 }
+                n if n.as_bytes().contains(&b'_') => facts.underscore = true,
                 _ => {}
             }
         }
@@ -154,6 +158,10 @@ mod tests {
             assert!(HeadFacts::scan(&h).identity, "{name}");
         }
         assert!(!HeadFacts::scan(&map(&[("x-user-agent", "x")])).identity);
+        let h = map(&[("x_user_id", "spoof")]);
+        let f = HeadFacts::scan(&h);
+        assert!(f.underscore && !f.identity);
+        assert!(!HeadFacts::scan(&map(&[("x-user-agent", "x")])).underscore);
         let h = map(&[
             ("origin", "https://a.example"),
             ("access-control-request-method", "PUT"),

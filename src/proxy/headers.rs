@@ -218,6 +218,34 @@ pub fn strip_identity(req: &mut RequestHeader) {
     }
 }
 
+/// Remove header lines whose name has an underscore: every one by default (nginx's
+/// `underscores_in_headers off`), or with `PROXY_ALLOW_UNDERSCORE_HEADERS` only those that
+/// spell an identity header with `_` for `-` (`X_User_ID`): frameworks that map the two
+/// alike (CGI, Rack, WSGI) would read them as the gateway's identity.
+pub fn strip_underscored(req: &mut RequestHeader, allow: bool) {
+    let doomed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| !allow || spells_identity(name.as_str()))
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+}
+
+/// `name` (lowercase, as `HeaderName`s are) is an identity header with `_` for `-`.
+fn spells_identity(name: &str) -> bool {
+    IDENTITY_HEADERS.iter().any(|identity| {
+        identity.len() == name.len()
+            && identity
+                .bytes()
+                .zip(name.bytes())
+                .all(|(i, n)| i == n || (i == b'-' && n == b'_'))
+    })
+}
+
 /// The verified identity, as the service receives it.
 pub fn set_identity(req: &mut RequestHeader, identity: &Identity) -> Result<()> {
     req.insert_header("x-user-id", identity.user_id.as_str())?;
@@ -282,6 +310,31 @@ mod tests {
             .iter()
             .map(|v| v.to_str().unwrap().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn underscored_names_are_dropped_and_identity_in_any_spelling_always() {
+        let lines = [
+            ("X_User_ID", "spoof"),
+            ("x_user_role", "admin"),
+            ("X_Profile_Id", "p"),
+            ("x-user_scopes", "all"),
+            ("My_Header", "kept only when allowed"),
+            ("Accept", "*/*"),
+        ];
+        let names = |req: &RequestHeader| -> Vec<String> {
+            let mut names: Vec<String> =
+                req.headers.keys().map(|n| n.as_str().to_owned()).collect();
+            names.sort();
+            names
+        };
+        let mut req = request(&lines);
+        strip_underscored(&mut req, false);
+        assert_eq!(names(&req), ["accept"]);
+        let mut req = request(&lines);
+        strip_underscored(&mut req, true);
+        assert_eq!(names(&req), ["accept", "my_header"]);
+        assert!(!spells_identity("x_user_idx") && !spells_identity("x_user"));
     }
 
     #[test]

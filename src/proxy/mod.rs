@@ -72,6 +72,9 @@ pub struct Gateway {
     hsts: Option<HeaderValue>,
     /// A request body that sends nothing for this long gets 408 (HTTP/1).
     body_timeout: Duration,
+    /// Header names with `_` are forwarded (`PROXY_ALLOW_UNDERSCORE_HEADERS`); identity
+    /// headers spelled with `_` never are.
+    allow_underscore_headers: bool,
 }
 
 impl Gateway {
@@ -87,7 +90,14 @@ impl Gateway {
             keepalive_seconds: keepalive.as_secs().max(1),
             global_cors: global_cors.map(Arc::new),
             hsts: hsts_seconds.and_then(|s| HeaderValue::try_from(format!("max-age={s}")).ok()),
+            allow_underscore_headers: false,
         }
+    }
+
+    /// Forward header names with underscores (dropped by default, as nginx does).
+    pub fn allow_underscore_headers(mut self, allow: bool) -> Self {
+        self.allow_underscore_headers = allow;
+        self
     }
 }
 
@@ -306,6 +316,9 @@ impl ProxyHttp for Gateway {
         }
         if ctx.identity_headers {
             headers::strip_identity(upstream_request);
+        }
+        if ctx.underscore_headers {
+            headers::strip_underscored(upstream_request, self.allow_underscore_headers);
         }
         if let Some(identity) = &ctx.identity {
             headers::set_identity(upstream_request, identity)?;
@@ -547,6 +560,7 @@ impl Gateway {
         ctx.forwarded_for = facts.forwarded_for;
         ctx.http10 = req.version == http::Version::HTTP_10;
         ctx.identity_headers = facts.identity;
+        ctx.underscore_headers = facts.underscore;
         ctx.body_limit = route.max_body_bytes;
         let declared = facts
             .content_length
