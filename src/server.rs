@@ -183,6 +183,11 @@ pub fn build(
     options.allow_connect_method_proxying = true;
     // From a head's first byte to its end (vendored pingora-core, vendor/README.md).
     options.h1_request_header_timeout = Some(Duration::from_secs(settings.header_timeout_seconds));
+    // A request line past 8 KiB is a 414 however long it is, found as soon as that much has
+    // arrived; whitespace in a target is a 400, not percent-encoded and forwarded
+    // (vendored pingora-core, vendor/README.md).
+    options.h1_max_request_line = Some(crate::proxy::MAX_REQUEST_LINE);
+    options.h1_reject_whitespace_in_target = true;
     // A new connection waits for its first request as long as a kept-alive one waits for
     // its next (Pingora's fixed 60 s otherwise).
     options.h1_first_request_idle_seconds = Some(settings.keepalive_seconds);

@@ -223,12 +223,27 @@ fn corpus() -> Vec<Case> {
             format!("GET  /core/a HTTP/1.1\r\n{h}\r\n"),
             &[400],
         ),
-        // Pingora percent-encodes what is illegal in a request line's target and reads it
-        // again: the service gets `/core/a%20`, well formed (the strict service checks).
+        // Whitespace in the target is refused, not percent-encoded and forwarded as
+        // `/core/a%20` (RFC 9112 §3.2; vendored pingora-core 0042).
         case(
             "space before the version",
             format!("GET /core/a  HTTP/1.1\r\n{h}\r\n"),
-            &[200, 400],
+            &[400],
+        ),
+        case(
+            "space inside the target",
+            format!("GET /core/a b HTTP/1.1\r\n{h}\r\n"),
+            &[400],
+        ),
+        case(
+            "tab inside the target",
+            format!("GET /core/a\tb HTTP/1.1\r\n{h}\r\n"),
+            &[400],
+        ),
+        case(
+            "vertical tab inside the target",
+            format!("GET /core/a\x0bb HTTP/1.1\r\n{h}\r\n"),
+            &[400],
         ),
         case(
             "extra request-line word",
@@ -344,10 +359,30 @@ fn corpus() -> Vec<Case> {
             format!("GET /core/{} HTTP/1.1\r\n{h}\r\n", "a".repeat(20_000)),
             &[414],
         ),
+        // 414 whatever the length: past the http crate's 64 KiB URI limit too, and past
+        // the whole head's 1 MiB (vendored pingora-core 0042, pingora-proxy 0043).
         or_close(case(
             "request line 100 KB",
             format!("GET /core/{} HTTP/1.1\r\n{h}\r\n", "a".repeat(100_000)),
-            &[400, 414],
+            &[414],
+        )),
+        or_close(case(
+            "request line 1.5 MB",
+            format!("GET /core/{} HTTP/1.1\r\n{h}\r\n", "a".repeat(1_500_000)),
+            &[414],
+        )),
+        case(
+            "request line of exactly 8 KiB",
+            format!("GET /core/{} HTTP/1.1\r\n{h}\r\n", "a".repeat(8192 - 20)),
+            &[200],
+        ),
+        or_close(case(
+            "request line just over 8 KiB",
+            format!(
+                "GET /core/{} HTTP/1.1\r\n{h}\r\n",
+                "a".repeat(8192 - 20 + 1)
+            ),
+            &[414],
         )),
         // Headers.
         case(

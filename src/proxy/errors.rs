@@ -3,6 +3,7 @@
 //! same request id and security headers as a proxied response).
 
 use bytes::Bytes;
+use pingora_core::protocols::http::v1::server::REQUEST_LINE_TOO_LONG;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 
@@ -82,6 +83,10 @@ pub fn classify_head(e: &Error) -> Reply {
         ErrorType::ReadTimedout => Reply {
             status: 408,
             message: "request head timed out",
+        },
+        t if *t == REQUEST_LINE_TOO_LONG => Reply {
+            status: 414,
+            message: "request target too long",
         },
         _ => Reply {
             status: 400,

@@ -45,6 +45,7 @@ use pingora_core::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+pub use checks::MAX_REQUEST_LINE;
 pub use ctx::RequestCtx;
 use errors::Reply;
 

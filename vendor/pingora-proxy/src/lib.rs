@@ -67,6 +67,7 @@ use pingora_core::protocols::http::client::HttpSession as ClientSession;
 use pingora_core::protocols::http::custom::CustomMessageWrite;
 use pingora_core::protocols::http::subrequest::server::SubrequestHandle;
 use pingora_core::protocols::http::v1::client::HttpSession as HttpSessionV1;
+use pingora_core::protocols::http::v1::server::REQUEST_LINE_TOO_LONG;
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::protocols::http::ServerSession as HttpSession;
@@ -365,7 +366,8 @@ where
             }
             Err(mut e) => {
                 e.as_down();
-                let custom = if matches!(e.etype, InvalidHTTPHeader | ReadTimedout) {
+                let too_long = e.etype == REQUEST_LINE_TOO_LONG;
+                let custom = if too_long || matches!(e.etype, InvalidHTTPHeader | ReadTimedout) {
                     self.inner.request_head_error_response(&e)
                 } else {
                     None
@@ -381,13 +383,13 @@ where
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");
                         });
-                } else if matches!(e.etype, InvalidHTTPHeader) {
+                } else if too_long || matches!(e.etype, InvalidHTTPHeader) {
                     debug!(
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
                     downstream_session
-                        .respond_error(400)
+                        .respond_error(if too_long { 414 } else { 400 })
                         .await
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");

@@ -620,12 +620,14 @@ pub trait ProxyHttp {
         e
     }
 
-    /// The downstream request head could not be read: it is malformed (`InvalidHTTPHeader`)
-    /// or it was not complete in time (`ReadTimedout`). No other phase runs for it, as there
-    /// is no request.
+    /// The downstream request head could not be read: it is malformed (`InvalidHTTPHeader`),
+    /// it was not complete in time (`ReadTimedout`), or its request line is over
+    /// `HttpServerOptions::h1_max_request_line` (`REQUEST_LINE_TOO_LONG`). No other phase
+    /// runs for it, as there is no request.
     ///
     /// Return the complete response to send instead of the default (Pingora's bare 400 for
-    /// a malformed head, nothing for a timeout); the connection is closed after it either
+    /// a malformed head, 414 for a request line too long, nothing for a timeout); the
+    /// connection is closed after it either
     /// way. This is the place to answer such clients in the same form as every other error
     /// and to log them.
     fn request_head_error_response(&self, _e: &Error) -> Option<(ResponseHeader, Bytes)> {

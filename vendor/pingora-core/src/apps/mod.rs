@@ -113,6 +113,20 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h1_idle_connections: Option<Arc<IdleConnections>>,
+
+    /// If set, an HTTP/1 request line longer than this many bytes fails the read with
+    /// [`REQUEST_LINE_TOO_LONG`](crate::protocols::http::v1::server::REQUEST_LINE_TOO_LONG)
+    /// as soon as that much has arrived (a server answers 414, as nginx does past
+    /// `large_client_header_buffers`).
+    ///
+    /// Default: `None`
+    pub h1_max_request_line: Option<usize>,
+
+    /// If true, whitespace in an HTTP/1 request target fails the read with
+    /// `InvalidHTTPHeader` instead of being percent-encoded (RFC 9112 §3.2).
+    ///
+    /// Default: `false`
+    pub h1_reject_whitespace_in_target: bool,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -347,6 +361,12 @@ where
             let header_timeout = self
                 .server_options()
                 .and_then(|opts| opts.h1_request_header_timeout);
+            let max_request_line = self
+                .server_options()
+                .and_then(|opts| opts.h1_max_request_line);
+            let reject_whitespace = self
+                .server_options()
+                .is_some_and(|opts| opts.h1_reject_whitespace_in_target);
             // Each session is built in a block that only returns the request's (boxed)
             // future: a session local to this function would keep its slot (~700 bytes) in
             // this future, and so in every connection, across every await.
@@ -358,6 +378,8 @@ where
                         .and_then(|opts| opts.keepalive_request_limit),
                 );
                 session.set_request_header_timeout(header_timeout);
+                session.set_max_request_line(max_request_line);
+                session.set_reject_whitespace_in_target(reject_whitespace);
                 session.set_idle_connections(idle.cloned());
                 self.process_new_http(session, shutdown)
             };
@@ -381,6 +403,8 @@ where
                         persistent_settings.apply_to_session(&mut session);
                     }
                     session.set_request_header_timeout(header_timeout);
+                    session.set_max_request_line(max_request_line);
+                    session.set_reject_whitespace_in_target(reject_whitespace);
                     session.set_idle_connections(idle.cloned());
                     self.process_new_http(session, shutdown)
                 };

@@ -380,6 +380,22 @@ impl Session {
         }
     }
 
+    /// The longest request line read (HTTP/1 only, see
+    /// [`SessionV1::set_max_request_line`]). A noop for other sessions.
+    pub fn set_max_request_line(&mut self, max: Option<usize>) {
+        if let Self::H1(s) = self {
+            s.set_max_request_line(max);
+        }
+    }
+
+    /// Refuse whitespace in the request target instead of percent-encoding it (HTTP/1
+    /// only, see [`SessionV1::set_reject_whitespace_in_target`]). A noop for other sessions.
+    pub fn set_reject_whitespace_in_target(&mut self, reject: bool) {
+        if let Self::H1(s) = self {
+            s.set_reject_whitespace_in_target(reject);
+        }
+    }
+
     /// Let `idle` evict the session while it waits for a request's first byte (HTTP/1 only,
     /// see [`SessionV1::set_idle_connections`]). A noop for other sessions.
     pub fn set_idle_connections(

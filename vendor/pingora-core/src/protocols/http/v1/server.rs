@@ -167,6 +167,12 @@ pub struct HttpSession {
     /// Where the session waits, evictable, for a request's first byte. Set via
     /// [`Self::set_idle_connections`].
     idle_connections: Option<Arc<IdleConnections>>,
+    /// The longest request line read; `None`: no limit but the whole head's. Set via
+    /// [`Self::set_max_request_line`].
+    max_request_line: Option<usize>,
+    /// Whitespace in the request target fails the read instead of being percent-encoded.
+    /// Set via [`Self::set_reject_whitespace_in_target`].
+    reject_whitespace_in_target: bool,
 }
 
 impl HttpSession {
@@ -217,7 +223,27 @@ impl HttpSession {
             pipelined_idle_bytes_stashed: false,
             request_header_timeout: None,
             idle_connections: None,
+            max_request_line: None,
+            reject_whitespace_in_target: false,
         }
+    }
+
+    /// Fail [`Self::read_request`] with [`REQUEST_LINE_TOO_LONG`] as soon as more than
+    /// `max` bytes have arrived without the request line's end (nginx answers 414 past its
+    /// `large_client_header_buffers`). Without it a request line is bounded only by the
+    /// whole head's limit, and one over the `http` crate's URI limit (64 KiB) fails as an
+    /// invalid header, which a server cannot tell from other malformed heads.
+    pub fn set_max_request_line(&mut self, max: Option<usize>) {
+        self.max_request_line = max;
+    }
+
+    /// A request target with whitespace in it (`GET /a b HTTP/1.1`, `GET /a  HTTP/1.1`)
+    /// makes [`Self::read_request`] fail with `InvalidHTTPHeader`, instead of the
+    /// whitespace being percent-encoded and the request processed (RFC 9112 §3.2: a
+    /// recipient SHOULD NOT autocorrect an invalid request line). Other characters the
+    /// parser refuses (`"`, `<`, `>`) are still percent-encoded.
+    pub fn set_reject_whitespace_in_target(&mut self, reject: bool) {
+        self.reject_whitespace_in_target = reject;
     }
 
     /// Bound the whole request head, not each read of it: once its first byte has arrived,
@@ -400,6 +426,14 @@ impl HttpSession {
                     None => return Ok(None),
                 }
             }
+            if let Some(max) = self.max_request_line {
+                if buf.len() > max && !buf[..=max].contains(&b'\n') {
+                    return Error::e_explain(
+                        REQUEST_LINE_TOO_LONG,
+                        format!("request line longer than {max} bytes"),
+                    );
+                }
+            }
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
             loop {
@@ -519,6 +553,12 @@ impl HttpSession {
                                 {
                                     detached_suffix = Some(buf.split_off(header_end));
                                 }
+                            }
+                            if self.reject_whitespace_in_target && target_has_whitespace(&buf) {
+                                return Error::e_explain(
+                                    InvalidHTTPHeader,
+                                    "whitespace in the request target",
+                                );
                             }
                             // try to escape URI
                             if let Some(new_buf) = escape_illegal_request_line(&buf) {
@@ -1839,6 +1879,23 @@ static REQUEST_LINE_REGEX: Lazy<Regex> =
 // the chars httparse considers illegal in URL
 // Almost https://url.spec.whatwg.org/#query-percent-encode-set + {}
 const URI_ESC_CHARSET: &AsciiSet = &CONTROLS.add(b' ').add(b'<').add(b'>').add(b'"');
+
+/// The error type of a request line over [`HttpSession::set_max_request_line`]'s limit.
+pub const REQUEST_LINE_TOO_LONG: pingora_error::ErrorType =
+    pingora_error::ErrorType::Custom("RequestLineTooLong");
+
+/// The request line's target holds whitespace (or another control character), which
+/// [`escape_illegal_request_line`] would percent-encode.
+fn target_has_whitespace(buf: &[u8]) -> bool {
+    REQUEST_LINE_REGEX
+        .captures(buf)
+        .and_then(|c| c.name("uri"))
+        .is_some_and(|uri| {
+            uri.as_bytes()
+                .iter()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        })
+}
 
 fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
     if let Some(captures) = REQUEST_LINE_REGEX.captures(buf) {
