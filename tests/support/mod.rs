@@ -162,9 +162,11 @@ impl Gateway {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            // Both listeners: Pingora starts its services one after the other.
+            // Both listeners: Pingora starts its services one after the other. The admin
+            // one first, so that the public port (where connections count against the
+            // limits) is probed once, when all else is up.
             let up = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
-            if up(self.port) && up(self.admin_port) {
+            if up(self.admin_port) && up(self.port) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
