@@ -98,7 +98,7 @@ fn secure_route(services: &[Service]) -> Option<Service> {
         api_version: None,
         auth: RouteAuth {
             mode: Mode::Required,
-            public: Vec::new(),
+            ..RouteAuth::default()
         },
         cors: None,
         rate_limit: None,

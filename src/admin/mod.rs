@@ -136,6 +136,8 @@ impl AdminApp {
                 "upstreams": upstream.target(),
                 "lb": format!("{:?}", upstream.balance()),
                 "auth": format!("{:?}", route.auth.mode).to_lowercase(),
+                "roles": route.auth.roles,
+                "scopes": route.auth.scopes,
                 "rate_limit": route.rate_limit.as_ref().map(|l| json!({
                     "requests_per_second": l.requests_per_second, "burst": l.burst,
                 })),

@@ -80,7 +80,7 @@ pub struct HealthCheckEntry {
     pub timeout_ms: Option<u64>,
 }
 
-/// `"auth": {"mode": "required", "public": ["/health"]}`.
+/// `"auth": {"mode": "required", "public": ["/health"], "roles": ["admin"], "scopes": ["x"]}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthEntry {
@@ -88,4 +88,8 @@ pub struct AuthEntry {
     pub mode: Option<String>,
     #[serde(default)]
     pub public: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }

@@ -87,6 +87,10 @@ pub struct RouteAuth {
     /// Path prefixes relative to the route's prefix (`/swagger` on `/core`), matched on
     /// segment boundaries against the path as the client sent it.
     pub public: Vec<String>,
+    /// A verified token's `role` must be one of these (none: any role).
+    pub roles: Vec<String>,
+    /// A verified token's `scope` must hold every one of these (none: any scopes).
+    pub scopes: Vec<String>,
 }
 
 impl RouteAuth {
@@ -105,6 +109,15 @@ impl RouteAuth {
                 .is_some_and(|after| after.is_empty() || after.starts_with('/'))
         });
         if open { Mode::Off } else { self.mode }
+    }
+
+    /// Whether a verified token with this `role` and these `scopes` (space-separated) may
+    /// use the route: its role any of `roles`, its scopes all of `scopes`.
+    pub fn grants(&self, role: Option<&str>, scopes: Option<&str>) -> bool {
+        let role_ok =
+            self.roles.is_empty() || role.is_some_and(|r| self.roles.iter().any(|x| x == r));
+        let held = || scopes.unwrap_or("").split_ascii_whitespace();
+        role_ok && self.scopes.iter().all(|needed| held().any(|s| s == needed))
     }
 }
 
@@ -192,6 +205,7 @@ mod tests {
         let auth = RouteAuth {
             mode: Mode::Required,
             public: vec!["/swagger".into(), "/health".into()],
+            ..RouteAuth::default()
         };
         assert_eq!(auth.mode_for("/core", "/core/swagger"), Mode::Off);
         assert_eq!(
@@ -204,6 +218,37 @@ mod tests {
         assert_eq!(auth.mode_for("/", "/health"), Mode::Off);
         let off = RouteAuth::default();
         assert_eq!(off.mode_for("/core", "/core/users"), Mode::Off);
+    }
+
+    #[test]
+    fn roles_any_of_scopes_all_of() {
+        let auth = RouteAuth {
+            mode: Mode::Required,
+            roles: vec!["admin".into(), "operator".into()],
+            scopes: vec!["orders:read".into(), "orders:write".into()],
+            ..RouteAuth::default()
+        };
+        let both = Some("orders:write profile orders:read");
+        assert!(auth.grants(Some("operator"), both));
+        assert!(!auth.grants(Some("user"), both), "role not listed");
+        assert!(!auth.grants(None, both), "no role");
+        assert!(
+            !auth.grants(Some("admin"), Some("orders:read")),
+            "a scope missing"
+        );
+        assert!(!auth.grants(Some("admin"), None), "no scopes");
+        assert!(
+            !auth.grants(Some("admin"), Some("orders:reader orders:write")),
+            "whole words"
+        );
+        let open = RouteAuth {
+            mode: Mode::Required,
+            ..RouteAuth::default()
+        };
+        assert!(
+            open.grants(None, None),
+            "no roles or scopes asked: any token"
+        );
     }
 
     #[test]

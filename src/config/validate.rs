@@ -316,9 +316,31 @@ fn route_auth(a: AuthEntry) -> Result<RouteAuth, (&'static str, String)> {
             ));
         }
     }
+    for (field, list) in [("auth.roles", &a.roles), ("auth.scopes", &a.scopes)] {
+        if list.is_empty() {
+            continue;
+        }
+        if mode == Mode::Off {
+            return Err((
+                field,
+                "applies to verified tokens: set \"mode\": \"required\" (or \"optional\")".into(),
+            ));
+        }
+        if let Some(bad) = list
+            .iter()
+            .find(|v| v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err((
+                field,
+                format!("{bad:?} is not a role or scope name (no spaces)"),
+            ));
+        }
+    }
     Ok(RouteAuth {
         mode,
         public: a.public,
+        roles: a.roles,
+        scopes: a.scopes,
     })
 }
 
@@ -476,6 +498,30 @@ mod tests {
         assert_eq!(s[0].name, "auth-service");
         assert_eq!(s[0].skip_prefix, ["/health"]);
         assert_eq!(s[0].api_version, Some(1));
+    }
+
+    #[test]
+    fn roles_and_scopes_need_a_mode_and_plain_names() {
+        let with = |auth: &str| one(&format!(r#"{OK_FIELDS}, "auth": {auth}"#));
+        let s = services(
+            "f.json",
+            &with(r#"{"mode": "required", "roles": ["admin"], "scopes": ["a:read", "b"]}"#),
+        )
+        .expect("valid");
+        assert_eq!(s[0].auth.roles, ["admin"]);
+        assert_eq!(s[0].auth.scopes, ["a:read", "b"]);
+        for (auth, field) in [
+            (r#"{"roles": ["admin"]}"#, "auth.roles"),
+            (r#"{"mode": "off", "scopes": ["x"]}"#, "auth.scopes"),
+            (r#"{"mode": "required", "roles": ["a b"]}"#, "auth.roles"),
+            (r#"{"mode": "required", "scopes": [""]}"#, "auth.scopes"),
+        ] {
+            let e = err(&with(auth));
+            assert!(
+                e.contains("service 'core-service'") && e.contains(field),
+                "{auth}: {e}"
+            );
+        }
     }
 
     #[test]

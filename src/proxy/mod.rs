@@ -114,12 +114,15 @@ struct Routed {
     preflight: Option<Result<Vec<(&'static str, HeaderValue)>, ()>>,
 }
 
-/// Why a request was refused a 401.
+/// Why a request was refused a 401 (or, for a valid token without what the route asks,
+/// a 403).
 enum Unauthorized {
     /// No token on a route that requires one.
     Missing,
     /// A token that failed verification, and why (for the log and metrics only).
     Invalid(Rejected),
+    /// A valid token whose role or scopes the route does not accept.
+    Forbidden,
 }
 
 #[async_trait]
@@ -602,6 +605,21 @@ impl Gateway {
             .verify(&token)
             .await
             .map_err(Unauthorized::Invalid)?;
+        let auth = ctx
+            .table
+            .as_ref()
+            .zip(ctx.route)
+            .and_then(|(table, r)| table.routes.routes().get(r))
+            .map(|route| &route.auth);
+        if let Some(auth) = auth
+            && !auth.grants(identity.role.as_deref(), identity.scopes.as_deref())
+        {
+            ctx.refusal = Some(Cow::Owned(format!(
+                "role {:?} or scopes {:?} not enough for the route",
+                identity.role, identity.scopes
+            )));
+            return Err(Unauthorized::Forbidden);
+        }
         ctx.identity = Some(identity);
         Ok(())
     }
@@ -751,26 +769,32 @@ async fn preflight(
 }
 
 /// A 401 as RFC 6750 words it: `WWW-Authenticate: Bearer`, with `error="invalid_token"`
-/// when a token came. Why a token failed goes to the access line, never to the client.
+/// when a token came; a 403 with `error="insufficient_scope"` for a valid token the
+/// route's roles or scopes refuse. Why goes to the access line, never to the client.
 async fn unauthorized(
     session: &mut Session,
     ctx: &mut RequestCtx,
     why: Unauthorized,
 ) -> Result<bool> {
-    let (message, challenge) = match why {
+    let (status, message, challenge) = match why {
         Unauthorized::Missing => {
             metrics::jwt_refused("missing");
-            ("a bearer token is required", "Bearer")
+            (401, "a bearer token is required", "Bearer")
         }
         Unauthorized::Invalid(rejected) => {
             metrics::jwt_refused(rejected.kind);
             ctx.refusal = Some(Cow::Owned(format!("invalid token: {rejected}")));
-            ("invalid token", r#"Bearer error="invalid_token""#)
+            (401, "invalid token", r#"Bearer error="invalid_token""#)
+        }
+        Unauthorized::Forbidden => {
+            metrics::jwt_refused("forbidden");
+            (
+                403,
+                "the token's role or scopes do not allow this route",
+                r#"Bearer error="insufficient_scope""#,
+            )
         }
     };
-    let reply = Reply {
-        status: 401,
-        message,
-    };
+    let reply = Reply { status, message };
     refuse(session, ctx, reply, Some(("www-authenticate", challenge))).await
 }
