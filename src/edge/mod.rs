@@ -5,6 +5,8 @@
 //! - [`cors`]: preflights answered here; CORS headers on every response, the gateway's
 //!   own errors included, so a browser app can read them.
 //! - [`rate_limit`]: per-route token buckets, local or shared through Redis.
+//! - [`redis_link`]: the Redis connection the rate limits and the session store share the
+//!   ways of (deadline, pause after a failure, one log line a minute).
 //! - [`tls`]: the TLS listener's certificate, reloaded without a restart.
 //! - [`connections`]: limits on open client connections, in all and per address.
 
@@ -12,4 +14,5 @@ pub mod auth;
 pub mod connections;
 pub mod cors;
 pub mod rate_limit;
+pub mod redis_link;
 pub mod tls;

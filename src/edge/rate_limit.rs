@@ -16,22 +16,18 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
+use super::redis_link::RedisLink;
 use crate::config::{KeyKind, LimitSpec};
 
-/// A Redis call that takes longer is abandoned for the local limiter.
-pub const REDIS_DEADLINE: Duration = Duration::from_millis(100);
-/// After a failed Redis call, Redis is tried again after this long.
-pub const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
+pub use super::redis_link::{DEADLINE as REDIS_DEADLINE, RETRY_AFTER as REDIS_RETRY_AFTER};
 
 /// The time between two requests at the sustained rate.
 fn interval(spec: &LimitSpec) -> Duration {
@@ -148,98 +144,42 @@ return {1, math.floor((tolerance - (new_tat - now)) / interval), 0, math.ceil(ne
 
 /// The shared limiter: one Redis connection (multiplexed), reconnected on failure.
 pub struct Redis {
-    client: redis::Client,
-    conn: ArcSwapOption<redis::aio::MultiplexedConnection>,
+    link: RedisLink,
     script: redis::Script,
-    started: Instant,
-    /// Milliseconds since `started` before which Redis is not tried (after a failure).
-    skip_until_ms: AtomicU64,
-    /// Milliseconds since `started` of the last fallback log line (+1; 0 = never).
-    logged_at_ms: AtomicU64,
 }
 
 impl Redis {
     /// `url`: `redis://host:port/db`, as `RATE_LIMIT_REDIS_URL` gives it.
     pub fn new(url: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
         Ok(Redis {
-            client,
-            conn: ArcSwapOption::empty(),
+            link: RedisLink::new(url, "rate limits", "using local limits")?,
             script: redis::Script::new(GCRA_SCRIPT),
-            started: Instant::now(),
-            skip_until_ms: AtomicU64::new(0),
-            logged_at_ms: AtomicU64::new(0),
         })
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The shared decision, or `None` when Redis is not available now.
     async fn check(&self, limit: &RouteLimit, key: &str) -> Option<Outcome> {
-        if self.now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
-            return None;
-        }
-        let answer = tokio::time::timeout(REDIS_DEADLINE, self.call(limit, key)).await;
-        match answer {
-            Ok(Ok(outcome)) => Some(outcome),
-            Ok(Err(e)) => {
-                self.failed(&e.to_string());
-                None
-            }
-            Err(_) => {
-                self.failed(&format!("no answer within {REDIS_DEADLINE:?}"));
-                None
-            }
-        }
-    }
-
-    async fn call(&self, limit: &RouteLimit, key: &str) -> redis::RedisResult<Outcome> {
-        let mut conn = match self.conn.load_full() {
-            Some(conn) => (*conn).clone(),
-            None => {
-                let conn = self.client.get_multiplexed_async_connection().await?;
-                self.conn.store(Some(Arc::new(conn.clone())));
-                conn
-            }
-        };
         let interval_ms = interval(&limit.spec).as_secs_f64() * 1000.0;
+        let key = format!("beat-gateway:rl:{}:{key}", limit.route);
         let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = self
-            .script
-            .key(format!("beat-gateway:rl:{}:{key}", limit.route))
-            .arg(interval_ms)
-            .arg(limit.spec.burst)
-            .invoke_async(&mut conn)
+            .link
+            .run(|mut conn| async move {
+                self.script
+                    .key(key)
+                    .arg(interval_ms)
+                    .arg(limit.spec.burst)
+                    .invoke_async(&mut conn)
+                    .await
+            })
             .await?;
         let secs = |ms: i64| u64::try_from(ms).unwrap_or(0).div_ceil(1000);
-        Ok(Outcome {
+        Some(Outcome {
             allowed: allowed == 1,
             limit: limit.spec.burst,
             remaining: u32::try_from(remaining).unwrap_or(0),
             reset: secs(reset_ms),
             retry_after: secs(retry_ms),
         })
-    }
-
-    fn failed(&self, why: &str) {
-        self.conn.store(None);
-        let now = self.now_ms();
-        self.skip_until_ms.store(
-            now + REDIS_RETRY_AFTER.as_millis() as u64,
-            Ordering::Relaxed,
-        );
-        let last = self.logged_at_ms.load(Ordering::Relaxed);
-        if (last == 0 || now + 1 >= last + 60_000)
-            && self
-                .logged_at_ms
-                .compare_exchange(last, now + 1, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            log::warn!(
-                "rate limits: Redis unavailable ({why}); using local limits (said at most once a minute)"
-            );
-        }
     }
 }
 
