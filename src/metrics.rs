@@ -51,6 +51,7 @@ struct Families {
     connections: IntGauge,
     connections_refused: IntCounterVec,
     connections_evicted: IntCounter,
+    session_store_unavailable: IntCounter,
 }
 
 /// `ADMIN_METRICS=off`: nothing is registered and every handle is a no-op (the benchmark's
@@ -129,7 +130,7 @@ static FAMILIES: LazyLock<Option<Families>> = LazyLock::new(|| {
         jwt_refusals: IntCounterVec::new(
             Opts::new(
                 "beat_gateway_jwt_refusals_total",
-                "Requests refused a 401, by reason",
+                "Requests refused for their token (401, 403, or 503 when the session store is unavailable), by reason",
             ),
             &["reason"],
         )
@@ -173,9 +174,14 @@ static FAMILIES: LazyLock<Option<Families>> = LazyLock::new(|| {
             "Idle client connections closed to make room for a new one at the connection limit",
         )
         .ok()?,
+        session_store_unavailable: IntCounter::new(
+            "beat_gateway_session_store_unavailable_total",
+            "Tokens whose session could not be checked: the session store's Redis unavailable",
+        )
+        .ok()?,
     };
     let registry = prometheus::default_registry();
-    let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+    let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
         Box::new(families.requests.clone()),
         Box::new(families.duration.clone()),
         Box::new(families.upstream_errors.clone()),
@@ -191,6 +197,7 @@ static FAMILIES: LazyLock<Option<Families>> = LazyLock::new(|| {
         Box::new(families.connections.clone()),
         Box::new(families.connections_refused.clone()),
         Box::new(families.connections_evicted.clone()),
+        Box::new(families.session_store_unavailable.clone()),
     ];
     for c in collectors {
         if let Err(e) = registry.register(c) {
@@ -358,6 +365,14 @@ pub fn connection_refused(limit: &str) {
 }
 
 /// An idle connection closed to make room at the connection limit.
+/// A token's session could not be checked: Redis unavailable (refused with 503 or, with
+/// `JWT_SESSION_FAIL=open`, let through on its signature).
+pub fn session_store_unavailable() {
+    if let Some(f) = FAMILIES.as_ref() {
+        f.session_store_unavailable.inc();
+    }
+}
+
 pub fn connection_evicted() {
     if let Some(f) = FAMILIES.as_ref() {
         f.connections_evicted.inc();

@@ -19,6 +19,7 @@ use tokio::signal::unix::SignalKind;
 
 use crate::admin::{self, AdminState};
 use crate::config::Service;
+use crate::edge::auth::session::SessionStore;
 use crate::edge::auth::{JwksRefresh, Verifier};
 use crate::edge::connections::{Admission, Limits};
 use crate::edge::cors::Policy;
@@ -131,7 +132,16 @@ pub fn build(
         )),
         None => None,
     };
+    let sessions = match &settings.sessions {
+        Some(s) => {
+            Some(Arc::new(SessionStore::new(s.clone()).map_err(|e| {
+                anyhow::anyhow!("JWT_SESSION_REDIS_URL: {e}")
+            })?))
+        }
+        None => None,
+    };
     let shared = Shared {
+        sessions,
         redis,
         trusted_proxies: settings.trusted_proxies.clone().into(),
         jwt_missing: settings.jwt_missing.clone(),

@@ -15,7 +15,10 @@ use crate::config::cors::{Cors, PolicySpec};
 
 mod jwt;
 
-pub use jwt::{DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_SECONDS, JwksUrl, JwtSettings};
+pub use jwt::{
+    Claim, DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_SECONDS, JwksUrl, JwtSettings, KeyTemplate,
+    SessionSettings,
+};
 
 pub const DEFAULT_SERVICES: &str = "config/services.json";
 pub const DEFAULT_HOST: &str = "0.0.0.0";
@@ -104,6 +107,9 @@ pub struct Settings {
     pub cors: Option<Cors>,
     /// Shared rate limits (`RATE_LIMIT_REDIS_URL`).
     pub rate_limit_redis: Option<String>,
+    /// The session checks against the auth service's Redis (`JWT_SESSION_CHECK`,
+    /// `JWT_REVOKED_KEY`), when either is on.
+    pub sessions: Option<SessionSettings>,
     /// Peers whose `X-Forwarded-For` is believed for the `ip` rate-limit key.
     pub trusted_proxies: Vec<IpNet>,
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/routes`).
@@ -298,6 +304,7 @@ impl Settings {
                 Err(e) => return Err(bad(kv, &format!("a Redis URL, redis://host:port ({e})"))),
             },
         };
+        let sessions = session_settings(&get, &secret)?;
         let trusted_proxies = match get("TRUSTED_PROXIES") {
             None => Vec::new(),
             Some(kv) => {
@@ -400,6 +407,7 @@ impl Settings {
             grace_seconds,
             shutdown_delay_seconds,
             allow_underscore_headers,
+            sessions,
             keepalive_seconds,
             header_timeout_seconds,
             log_format,
@@ -514,6 +522,68 @@ fn check_ca_file(path: &str) -> Result<(), String> {
 
 /// `CORS_ORIGINS`, `CORS_METHODS`, `CORS_HEADERS` (comma-separated), `CORS_CREDENTIALS`
 /// (`true`/`false`), `CORS_MAX_AGE` (seconds). None without `CORS_ORIGINS`.
+type Var = (&'static str, String);
+
+/// `JWT_SESSION_CHECK`, `JWT_SESSION_KEY`, `JWT_REVOKED_KEY`, `JWT_SESSION_REDIS_URL` (or
+/// its `_FILE`), `JWT_SESSION_CACHE_MS`, `JWT_SESSION_FAIL`: `None` when neither check is
+/// on.
+fn session_settings(
+    get: &impl Fn(&'static str) -> Option<Var>,
+    secret: &impl Fn(&'static str, &'static str) -> Result<Option<Var>, SettingsError>,
+) -> Result<Option<SessionSettings>, SettingsError> {
+    let bad = |(var, value): Var, expected: &str| SettingsError {
+        var,
+        value,
+        expected: expected.to_owned(),
+    };
+    let template = |kv: Var| KeyTemplate::parse(kv.1.trim()).map_err(|e| bad(kv, &e));
+    let current = match get("JWT_SESSION_CHECK") {
+        None => false,
+        Some((_, v)) if v.trim().eq_ignore_ascii_case("off") => false,
+        Some((_, v)) if v.trim().eq_ignore_ascii_case("current") => true,
+        Some(kv) => return Err(bad(kv, "either off or current")),
+    };
+    let key = match get("JWT_SESSION_KEY") {
+        None => KeyTemplate::parse(jwt::DEFAULT_SESSION_KEY)
+            .map_err(|e| bad(("JWT_SESSION_KEY", String::new()), &e))?,
+        Some(kv) => template(kv)?,
+    };
+    let revoked = get("JWT_REVOKED_KEY").map(template).transpose()?;
+    let cache = match get("JWT_SESSION_CACHE_MS") {
+        None => jwt::DEFAULT_SESSION_CACHE,
+        Some(kv) => match kv.1.trim().parse::<u64>() {
+            Ok(ms) if ms <= 60_000 => Duration::from_millis(ms),
+            _ => return Err(bad(kv, "milliseconds from 0 to 60000")),
+        },
+    };
+    let fail_open = match get("JWT_SESSION_FAIL") {
+        None => false,
+        Some((_, v)) if v.trim().eq_ignore_ascii_case("closed") => false,
+        Some((_, v)) if v.trim().eq_ignore_ascii_case("open") => true,
+        Some(kv) => return Err(bad(kv, "either closed or open")),
+    };
+    let url = secret("JWT_SESSION_REDIS_URL", "JWT_SESSION_REDIS_URL_FILE")?;
+    if !current && revoked.is_none() {
+        return Ok(None);
+    }
+    let Some(kv) = url else {
+        return Err(bad(
+            ("JWT_SESSION_REDIS_URL", String::new()),
+            "the auth service's Redis, redis://host:port/db: required with JWT_SESSION_CHECK=current or JWT_REVOKED_KEY",
+        ));
+    };
+    if let Err(e) = redis::Client::open(kv.1.trim()) {
+        return Err(bad(kv, &format!("a Redis URL, redis://host:port/db ({e})")));
+    }
+    Ok(Some(SessionSettings {
+        current: current.then_some(key),
+        revoked,
+        redis_url: kv.1.trim().to_owned(),
+        cache,
+        fail_open,
+    }))
+}
+
 fn cors_policy(
     get: &dyn Fn(&'static str) -> Option<(&'static str, String)>,
 ) -> Result<Option<Cors>, SettingsError> {
@@ -671,6 +741,63 @@ mod tests {
         assert!(with(&[("ADMIN_TOKEN", "short")]).is_err());
         assert!(with(&[("ADMIN_PORT", "9000")]).is_err(), "the public port");
         assert!(with(&[("ADMIN_PORT", "x")]).is_err());
+    }
+
+    #[test]
+    fn session_checks_need_their_redis() {
+        assert_eq!(with(&[]).unwrap().sessions, None, "off by default");
+        let url = ("JWT_SESSION_REDIS_URL", "redis://127.0.0.1:6379/0");
+        let s = with(&[("JWT_SESSION_CHECK", "current"), url])
+            .unwrap()
+            .sessions
+            .unwrap();
+        assert_eq!(s.current, Some(KeyTemplate::parse("{sub}:access").unwrap()));
+        assert_eq!(
+            (s.revoked.clone(), s.cache, s.fail_open),
+            (None, Duration::from_secs(1), false)
+        );
+        let s = with(&[
+            ("JWT_REVOKED_KEY", "revoked:{jti}"),
+            ("JWT_SESSION_CACHE_MS", "250"),
+            ("JWT_SESSION_FAIL", "open"),
+            url,
+        ])
+        .unwrap()
+        .sessions
+        .unwrap();
+        assert_eq!(s.current, None);
+        assert_eq!(
+            s.revoked,
+            Some(KeyTemplate::parse("revoked:{jti}").unwrap())
+        );
+        assert_eq!((s.cache, s.fail_open), (Duration::from_millis(250), true));
+        refused_naming(&[("JWT_SESSION_CHECK", "current")], "JWT_SESSION_REDIS_URL");
+        refused_naming(&[("JWT_SESSION_CHECK", "on"), url], "JWT_SESSION_CHECK");
+        refused_naming(
+            &[
+                ("JWT_SESSION_CHECK", "current"),
+                ("JWT_SESSION_KEY", "{user}"),
+                url,
+            ],
+            "JWT_SESSION_KEY",
+        );
+        refused_naming(&[("JWT_REVOKED_KEY", "revoked"), url], "JWT_REVOKED_KEY");
+        refused_naming(
+            &[
+                ("JWT_SESSION_CHECK", "current"),
+                ("JWT_SESSION_FAIL", "maybe"),
+                url,
+            ],
+            "JWT_SESSION_FAIL",
+        );
+        refused_naming(
+            &[
+                ("JWT_SESSION_CHECK", "current"),
+                ("JWT_SESSION_CACHE_MS", "61000"),
+                url,
+            ],
+            "JWT_SESSION_CACHE_MS",
+        );
     }
 
     #[test]

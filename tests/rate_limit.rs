@@ -5,12 +5,11 @@
 
 mod support;
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::jwt::{Jwks, RsaKey};
-use support::{Gateway, config, env_refs, free_port, get, json, status, upstream};
+use support::redis::RedisServer;
+use support::{Gateway, config, env_refs, get, json, status, upstream};
 
 /// One limited route (`/core`, `limit` is the rate_limit block) and one open (`/open`).
 fn routes(up: std::net::SocketAddr, limit: &str) -> String {
@@ -171,47 +170,6 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         429,
         "only the last untrusted address counts"
     );
-}
-
-/// A `redis-server` on a free loopback port, stopped on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect(
-                "redis-server (Debian package redis-server; scripts/setup.sh --test installs it)",
-            );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

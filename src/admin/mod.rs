@@ -185,8 +185,15 @@ impl ServeHttp for AdminApp {
                     );
                 }
                 let down = self.unready().await;
+                // Not a readiness condition (a gateway without its session store still
+                // serves, or refuses with 503 by itself), but shown.
+                let sessions = self.state.live.shared().sessions.as_ref();
                 if down.is_empty() {
-                    json_response(StatusCode::OK, json!({"status": "ready"}))
+                    let mut body = json!({"status": "ready"});
+                    if let Some(store) = sessions {
+                        body["session_store"] = store.state().into();
+                    }
+                    json_response(StatusCode::OK, body)
                 } else if probe && self.token.is_some() {
                     json_response(
                         StatusCode::SERVICE_UNAVAILABLE,

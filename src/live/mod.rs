@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use crate::config::{self, Mode, Service};
+use crate::edge::auth::session::SessionStore;
 use crate::edge::auth::{self, Verifier};
 use crate::edge::cors::Policy;
 use crate::edge::rate_limit::{RateLimits, Redis, RouteLimit};
@@ -68,6 +69,8 @@ pub struct Shared {
     /// Which JWT settings are missing (a table with auth on needs none missing).
     pub jwt_missing: Vec<&'static str>,
     pub verifier: Option<Arc<Verifier>>,
+    /// The session checks (`JWT_SESSION_CHECK`, `JWT_REVOKED_KEY`), when on.
+    pub sessions: Option<Arc<SessionStore>>,
 }
 
 /// The current table, and how to make the next one.

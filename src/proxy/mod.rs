@@ -50,7 +50,7 @@ pub use ctx::RequestCtx;
 use errors::Reply;
 
 use crate::config::{Balance, Mode};
-use crate::edge::auth::{self, Rejected};
+use crate::edge::auth::{self, Rejected, session};
 use crate::edge::cors::{self, Decision, Policy};
 use crate::live::{Live, Table};
 use crate::metrics;
@@ -123,6 +123,9 @@ enum Unauthorized {
     Invalid(Rejected),
     /// A valid token whose role or scopes the route does not accept.
     Forbidden,
+    /// A valid token that is not a live session (ended, revoked), or whose session the
+    /// store could not check.
+    Session(session::Refusal),
 }
 
 #[async_trait]
@@ -605,6 +608,12 @@ impl Gateway {
             .verify(&token)
             .await
             .map_err(Unauthorized::Invalid)?;
+        if let Some(sessions) = &self.live.shared().sessions {
+            sessions
+                .check(&token, &identity)
+                .await
+                .map_err(Unauthorized::Session)?;
+        }
         let auth = ctx
             .table
             .as_ref()
@@ -785,6 +794,24 @@ async fn unauthorized(
             metrics::jwt_refused(rejected.kind);
             ctx.refusal = Some(Cow::Owned(format!("invalid token: {rejected}")));
             (401, "invalid token", r#"Bearer error="invalid_token""#)
+        }
+        Unauthorized::Session(refusal) => {
+            metrics::jwt_refused(refusal.kind());
+            ctx.refusal = Some(Cow::Borrowed(refusal.kind()));
+            match refusal {
+                session::Refusal::Unavailable => {
+                    let reply = Reply {
+                        status: 503,
+                        message: "session store unavailable",
+                    };
+                    return refuse(session, ctx, reply, None).await;
+                }
+                _ => (
+                    401,
+                    "session ended",
+                    r#"Bearer error="invalid_token", error_description="session ended""#,
+                ),
+            }
         }
         Unauthorized::Forbidden => {
             metrics::jwt_refused("forbidden");

@@ -4,6 +4,7 @@
 
 pub mod jwt;
 pub mod load;
+pub mod redis;
 pub mod strict;
 pub mod upstream;
 

@@ -6,8 +6,11 @@
 //! - [`token`]: where a request carries its token (pure).
 //! - [`jwks`]: the auth service's keys, fetched, cached and refreshed.
 //! - [`Verifier`]: signature, algorithm, `typ`, `exp`/`nbf` with leeway, `iss`, `aud`.
+//! - [`session`]: a verified token must still be the user's current one, and not revoked
+//!   (the auth service's Redis), when configured.
 
 pub mod jwks;
+pub mod session;
 pub mod token;
 
 use std::sync::Arc;
@@ -38,6 +41,8 @@ pub struct Identity {
     pub profile_id: Option<String>,
     /// Space-joined.
     pub scopes: Option<String>,
+    /// The token's id (`jti`): not forwarded, for the revocation check.
+    pub token_id: Option<String>,
 }
 
 /// The JWKS refresh as a Pingora background service: the keys are fetched once a route
@@ -98,6 +103,8 @@ struct Claims {
     profile_id: Option<serde_json::Value>,
     #[serde(default)]
     scope: Option<Scope>,
+    #[serde(default)]
+    jti: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -295,6 +302,7 @@ fn identity(claims: Claims) -> Result<Identity, String> {
         role: claims.role.map(|r| text("role", r)).transpose()?,
         profile_id: profile_id.map(|p| text("profile_id", p)).transpose()?,
         scopes: scopes.map(|s| text("scope", s)).transpose()?,
+        token_id: claims.jti,
     })
 }
 
@@ -338,7 +346,7 @@ mod tests {
     #[test]
     fn claims_become_header_values() {
         let claims: Claims = serde_json::from_str(
-            r#"{"sub": "u1", "exp": 1, "role": "client", "profile_id": 42, "scope": ["read", "write"]}"#,
+            r#"{"sub": "u1", "exp": 1, "role": "client", "profile_id": 42, "scope": ["read", "write"], "jti": "j1"}"#,
         )
         .unwrap();
         assert_eq!(
@@ -348,6 +356,7 @@ mod tests {
                 role: Some("client".into()),
                 profile_id: Some("42".into()),
                 scopes: Some("read write".into()),
+                token_id: Some("j1".into()),
             }
         );
         let bare: Claims = serde_json::from_str(r#"{"sub": "u2", "exp": 1, "scope": []}"#).unwrap();
