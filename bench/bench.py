@@ -19,6 +19,8 @@ X-Request-ID upstream, add the two security headers, keep upstream connections a
 and, in the HTTP rounds only, gateway-nolog with one thing changed, to price it:
 
   gateway-jwt        a route with required auth and a valid RS256 token per request
+  gateway-session    gateway-jwt with JWT_SESSION_CHECK=current against a redis-server on
+                     loopback holding the token (a busy client: one lookup a second)
   gateway-nometrics  ADMIN_METRICS=off
   gateway-3          three instances behind /core (round robin) instead of one
 
@@ -306,10 +308,22 @@ def jwt_fixture(work):
     return f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json", token, server
 
 
-def gateway_cmd(work, port, up, echo, log, jwks_url=None, instances=(), metrics=True, target=None):
+def session_store(port, token):
+    """The auth service's Redis on `port`, holding the bench user's current token (on the
+    load CPU: its cost is not the gateway's). Returns (process, URL)."""
+    proc = Proc("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                          "--appendonly", "no"], port, cpu=LOAD_CPU)
+    subprocess.run(["redis-cli", "-p", str(port), "SET", "bench-user:access", token], capture_output=True,
+                   check=True)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def gateway_cmd(work, port, up, echo, log, jwks_url=None, instances=(), metrics=True, target=None,
+                session_redis=None):
     """The gateway's command line and environment (the services file is written here).
     With `jwks_url`, `/core` requires a token verified against it; with `instances` (ports),
-    `/core` has those upstreams instead of `up`; `metrics=False` sets ADMIN_METRICS=off."""
+    `/core` has those upstreams instead of `up`; `metrics=False` sets ADMIN_METRICS=off;
+    `session_redis` (a Redis URL) turns the current-session check on."""
     core = {"name": "core-service", "host": "127.0.0.1", "port": up, "prefix": "/core", "strip_prefix": True}
     if jwks_url:
         core["auth"] = {"mode": "required"}
@@ -329,16 +343,19 @@ def gateway_cmd(work, port, up, echo, log, jwks_url=None, instances=(), metrics=
         env.update({"JWKS_URL": jwks_url, "JWT_ISSUER": "bench-issuer", "JWT_AUDIENCE": "bench-audience"})
     if not metrics:
         env["ADMIN_METRICS"] = "off"
+    if session_redis:
+        env.update({"JWT_SESSION_CHECK": "current", "JWT_SESSION_REDIS_URL": session_redis})
     return [str((target or TARGET) / "beat-gateway"), "--services", str(path)], env
 
 
-def gateway(work, name, port, up, echo, log, jwks_url=None, instances=(), metrics=True, target=None):
-    cmd, env = gateway_cmd(work, port, up, echo, log, jwks_url, instances, metrics, target)
+def gateway(work, name, port, up, echo, log, jwks_url=None, instances=(), metrics=True, target=None,
+            session_redis=None):
+    cmd, env = gateway_cmd(work, port, up, echo, log, jwks_url, instances, metrics, target, session_redis)
     stderr = open(work / f"{name}.log", "a")
     return Proc(name, cmd, port, env, stderr)
 
 
-def instructions_per_request(work, name, cmd, env, port, url, seconds, extra=()):
+def instructions_per_request(work, name, cmd, env, port, url, seconds, extra=(), header=None):
     """Run `cmd` under callgrind, load it with wrk for `seconds`, and return user-space
     instructions per request and the number of requests. Counted only during that load
     (`--instr-atstart=no`, then `callgrind_control -i on/off`), after a warm-up: startup is
@@ -351,9 +368,9 @@ def instructions_per_request(work, name, cmd, env, port, url, seconds, extra=())
                             stderr=open(work / f"callgrind.{name}.log", "w"), start_new_session=True)
     try:
         wait_port(port, timeout=60)
-        run_wrk(url, 16, 2, 1)
+        run_wrk(url, 16, 2, 1, header)
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
-        res = run_wrk(url, 16, seconds, 1)
+        res = run_wrk(url, 16, seconds, 1, header)
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
     finally:
         # SIGINT stops Pingora at once; haproxy only stops on it once its clients are gone,
@@ -539,7 +556,7 @@ def main():
     ports = {n: free_port() for n in ["up", "up-2", "up-3", "echo", "nginx", "nginx-log", "haproxy", "gateway",
                                            "gateway-nolog", "pingora-bare", "gateway-jwt", "gateway-nometrics",
                                            "gateway-3", "pingora-bare-timeouts", "pingora-bare-required",
-                                           "gateway-before"]}
+                                           "gateway-before", "gateway-session", "redis"]}
     procs = {}
     try:
         procs["up"] = upstream_nginx(work, ports["up"], (ports["up-2"], ports["up-3"]))
@@ -549,6 +566,7 @@ def main():
         procs["nginx-log"] = nginx_proxy(work, ports["nginx-log"], ports["up"], ports["echo"], "nginx-log", True)
         procs["haproxy"] = haproxy(work, ports["haproxy"], ports["up"], ports["echo"])
         jwks_url, token, jwks_server = jwt_fixture(work)
+        procs["redis"], session_redis = session_store(ports["redis"], token)
         # The Rust proxies, as functions: `--restart` starts them afresh every round.
         start = {f: (lambda f=f: bare(f, ports[f], ports["up"])) for f in FLOORS}
         start |= {
@@ -557,6 +575,8 @@ def main():
                                              False),
             "gateway-jwt": lambda: gateway(work, "gateway-jwt", ports["gateway-jwt"], ports["up"], ports["echo"], False,
                                            jwks_url),
+            "gateway-session": lambda: gateway(work, "gateway-session", ports["gateway-session"], ports["up"],
+                                               ports["echo"], False, jwks_url, session_redis=session_redis),
             "gateway-nometrics": lambda: gateway(work, "gateway-nometrics", ports["gateway-nometrics"], ports["up"],
                                                  ports["echo"], False, metrics=False),
             "gateway-3": lambda: gateway(work, "gateway-3", ports["gateway-3"], ports["up"], ports["echo"], False,
@@ -569,14 +589,14 @@ def main():
             procs[name] = begin()
         # Only the HTTP rounds, each gateway-nolog with one thing changed: a valid token per
         # request; metrics off; three instances behind /core (round robin).
-        header = {"gateway-jwt": f"Authorization: Bearer {token}"}
+        header = {"gateway-jwt": f"Authorization: Bearer {token}", "gateway-session": f"Authorization: Bearer {token}"}
 
         proxies = ["nginx", "nginx-log", "haproxy", "gateway", "gateway-nolog", "pingora-bare"]
         if args.targets:
             keep = set(args.targets.split(",")) | {"nginx"}
             proxies = [p for p in proxies if p in keep]
-        http_extra = [t for t in ["gateway-jwt", "gateway-nometrics", "gateway-3", "pingora-bare-timeouts",
-                                  "pingora-bare-required"]
+        http_extra = [t for t in ["gateway-jwt", "gateway-session", "gateway-nometrics", "gateway-3",
+                                  "pingora-bare-timeouts", "pingora-bare-required"]
                       if not args.targets or t in args.targets.split(",")]
         http_extra += ["gateway-before"] if args.before else []
         targets = ["direct"] + proxies + http_extra
@@ -752,6 +772,20 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
             v, lo, hi = paired(c, "gateway-jwt", "rps", "gateway-nolog")
             cv, clo, chi = paired(c, "gateway-jwt", "cpu_per_100k", "gateway-nolog")
             added = (med(c, "gateway-jwt", "cpu_per_100k") - med(c, "gateway-nolog", "cpu_per_100k")) * 10
+            lines.append(f"| {c} | {v:.2f}x ({lo:.2f}-{hi:.2f}) | {cv:.2f}x ({clo:.2f}-{chi:.2f}) | {added:.1f} |")
+    if "gateway-session" in targets and "gateway-jwt" in targets:
+        lines += ["", "## Sessions: the cost of the current-session check", "",
+                  "`gateway-session` is `gateway-jwt` with `JWT_SESSION_CHECK=current`: the token must be the "
+                  "value at `bench-user:access` in a redis-server on loopback (pinned to the load CPU, so its "
+                  "own cost is not counted). Every request carries the same token, as a busy client's do: the "
+                  "answer is reused for `JWT_SESSION_CACHE_MS` (1 s), so Redis sees one lookup a second. The "
+                  "ratios are paired round by round with `gateway-jwt`.", "",
+                  "| conns | req/s vs gateway-jwt | CPU/req vs gateway-jwt | CPU per request added (us) |",
+                  "|---|---|---|---|"]
+        for c in conns_list:
+            v, lo, hi = paired(c, "gateway-session", "rps", "gateway-jwt")
+            cv, clo, chi = paired(c, "gateway-session", "cpu_per_100k", "gateway-jwt")
+            added = (med(c, "gateway-session", "cpu_per_100k") - med(c, "gateway-jwt", "cpu_per_100k")) * 10
             lines.append(f"| {c} | {v:.2f}x ({lo:.2f}-{hi:.2f}) | {cv:.2f}x ({clo:.2f}-{chi:.2f}) | {added:.1f} |")
     variants = [("gateway-nometrics", "Metrics: what they cost",
                  "`gateway-nometrics` is `gateway-nolog` with `ADMIN_METRICS=off`: above 1.00x in req/s "

@@ -253,6 +253,12 @@ async fn with_redis_down_closed_refuses_503_and_open_lets_the_signature_decide()
             .unwrap();
         assert_eq!(ready.status(), 200);
         assert_eq!(json(ready).await["session_store"], "unavailable");
+        let routes = support::client()
+            .get(gw.admin_url("/routes"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json(routes).await["session_store"], "unavailable");
         let m = support::metrics(gw).await;
         assert!(
             m.contains("beat_gateway_session_store_unavailable_total"),

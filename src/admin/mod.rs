@@ -8,7 +8,8 @@
 //!   `PROXY_SHUTDOWN_DELAY_SECONDS` (an orchestrator's endpoints follow readiness).
 //! - `GET /metrics`: Prometheus text (what [`crate::metrics`] counts), served by
 //!   `pingora-prometheus`.
-//! - `GET /routes`: the live route table as JSON, each instance and its health.
+//! - `GET /routes`: the live route table as JSON, each instance and its health (and the
+//!   session store's state, when the session checks are on).
 //!
 //! Off loopback, every path but `/healthz` and `/readyz` needs `Authorization: Bearer
 //! $ADMIN_TOKEN`. Orchestrators' probes carry no secrets, so `/readyz` without an
@@ -144,7 +145,11 @@ impl AdminApp {
                 "instances": instances,
             }));
         }
-        json!({ "routes": routes })
+        let mut body = json!({ "routes": routes });
+        if let Some(store) = &self.state.live.shared().sessions {
+            body["session_store"] = store.state().into();
+        }
+        body
     }
 }
 
