@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use pingora_core::services::background::background_service;
 
 use beat_gateway::admin;
@@ -18,7 +17,7 @@ use beat_gateway::{config, demo, logging, memory, server};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let settings = match Settings::resolve(cli.services.clone(), |k| std::env::var(k).ok()) {
         Ok(s) => s,
         Err(e) => return fail(e),

@@ -86,8 +86,9 @@ pub fn build(
 
     // Pingora binds inside its service thread and, when the port is taken, logs and keeps
     // the process alive without a listener. Find out first and refuse to start instead.
-    // (On a graceful upgrade, -u, the old process hands its socket over: skip the probe.)
-    if !opt.upgrade {
+    // (On a graceful upgrade, -u, the old process hands its socket over; -t never listens:
+    // skip the probe.)
+    if !opt.upgrade && !opt.test {
         let listeners = [settings.listen_addr(), settings.admin_addr()];
         for addr in listeners.into_iter().chain(settings.tls_addr()) {
             std::net::TcpListener::bind(&addr)

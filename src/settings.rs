@@ -75,6 +75,43 @@ pub struct Cli {
     pub pingora: Opt,
 }
 
+impl Cli {
+    /// The command line, with Pingora's own flags (`-u`, `-d`, `-t`, `-c`) described as they
+    /// work for this gateway (Pingora's texts are generic, one of them wrong).
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command()
+            .mut_arg("upgrade", |a| {
+                a.help(
+                    "Graceful binary upgrade: take over the listening sockets of the running \
+                     gateway (start the new binary with -u, then send the old one SIGQUIT; both \
+                     need the same -c file for its upgrade_sock); no connection is refused",
+                )
+            })
+            .mut_arg("daemon", |a| {
+                a.help(
+                    "Run in the background (pid_file and error_log from the -c file); not with \
+                     --demo",
+                )
+            })
+            .mut_arg("test", |a| {
+                a.help(
+                    "Check everything a start would (routes, environment, TLS files, the -c \
+                     file) and exit 0 without listening: safe beside a running gateway, before \
+                     an upgrade",
+                )
+            })
+            .mut_arg("conf", |a| {
+                a.help(
+                    "Pingora's own YAML settings (upgrade_sock, pid_file, grace_period_seconds, \
+                     ...); PROXY_THREADS wins over its threads, PROXY_GRACE_SECONDS applies where \
+                     it sets no grace period",
+                )
+            });
+        Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,

@@ -378,3 +378,70 @@ fn pingora_conf_flag_is_read_and_checked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(bad), "{err}");
 }
+
+/// `--help` says what Pingora's own flags do for this gateway.
+#[test]
+fn help_describes_pingoras_flags_for_this_gateway() {
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let line = |flag: &str| {
+        help.lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("no {flag} in:\n{help}"))
+            .to_owned()
+    };
+    assert!(
+        line("-u, --upgrade").contains("Graceful binary upgrade"),
+        "{help}"
+    );
+    assert!(line("-d, --daemon").contains("background"), "{help}");
+    assert!(line("-t, --test").contains("without listening"), "{help}");
+    assert!(line("-c, --conf").contains("Pingora's own YAML"), "{help}");
+    assert!(
+        !help.contains("base set of command line arguments"),
+        "{help}"
+    );
+}
+
+/// `-t` checks what a start would and exits 0 without listening, beside a running gateway
+/// on the same ports; a bad routes file still fails it.
+#[tokio::test(flavor = "multi_thread")]
+async fn dash_t_checks_beside_a_running_gateway() {
+    let up = upstream::http("x").await;
+    let routes = config(&[("core-service", "/core", up.addr, "")]);
+    let gw = Gateway::start(&routes);
+    let path = support::write_config(&routes);
+    let run = |services: &str| {
+        std::process::Command::new(BIN)
+            .args(["-t", "--services", services])
+            .env("PROXY_HOST", "127.0.0.1")
+            .env("PROXY_PORT", gw.port.to_string())
+            .env("ADMIN_PORT", gw.admin_port.to_string())
+            .output()
+            .unwrap()
+    };
+    let out = run(path.to_str().unwrap());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        support::status(&gw, "/core/x", &[]).await,
+        200,
+        "the running one is untouched"
+    );
+    let bad = support::write_config(r#"{"services": [{"name": "x", "port": 1, "prefix": "/x"}]}"#);
+    let out = run(bad.to_str().unwrap());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

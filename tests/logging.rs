@@ -86,3 +86,30 @@ async fn json_format_is_one_object_per_line() {
         .expect("json-2 line");
     assert_eq!(second["status"], 404);
 }
+
+/// A client that goes away before its answer: status 499 (as nginx logs it), at INFO (no
+/// failure of the gateway's), counted under that status.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_the_client_abandons_is_logged_499() {
+    use std::io::Write;
+    let up = upstream::http("core").await;
+    let gw = Gateway::start_with(
+        &config(&[("core-service", "/core", up.addr, r#""strip_prefix": true"#)]),
+        &[("LOG_FORMAT", "json")],
+    );
+    let mut s = std::net::TcpStream::connect(gw.addr()).unwrap();
+    s.write_all(b"GET /core/slow/1500 HTTP/1.1\r\nHost: gw\r\nX-Request-ID: gone-1\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    drop(s);
+    let log = gw.wait_for_log("gone-1");
+    let line: serde_json::Value = log
+        .lines()
+        .filter(|l| l.contains("gone-1"))
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no access line:\n{log}"));
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["level"], "INFO", "{line}");
+    let m = support::metrics(&gw).await;
+    assert!(m.contains(r#"status="499""#), "{m}");
+}

@@ -46,7 +46,7 @@ pub fn request(
 ) {
     let refusal = ctx.refusal.as_ref().map(|r| r as &dyn Display);
     let error = e.map(|e| e as &dyn Display).or(refusal);
-    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let status = status(session);
     // Checked before the other fields are gathered: with `RUST_LOG=warn` this runs for
     // every request and writes nothing.
     let level = level(error.is_some(), status);
@@ -100,9 +100,23 @@ pub fn unreadable_head(reply: Reply, request_id: &RequestId, e: &Error) {
     );
 }
 
-/// Failures (an error, a 5xx) are warnings: `RUST_LOG=warn` keeps only them.
+/// Logged and counted for a request that got no response: the client closed its
+/// connection (or reset its stream) first, as nginx logs it.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// The status the client got; [`CLIENT_CLOSED`] when it went away before any.
+pub fn status(session: &Session) -> u16 {
+    session
+        .response_written()
+        .map_or(CLIENT_CLOSED, |r| r.status.as_u16())
+}
+
+/// Failures (an error, a 5xx) are warnings: `RUST_LOG=warn` keeps only them. A client that
+/// went away is no failure of the gateway's (the line still says why).
 fn level(error: bool, status: u16) -> log::Level {
-    if error || status >= 500 {
+    if status == CLIENT_CLOSED {
+        log::Level::Info
+    } else if error || status >= 500 {
         log::Level::Warn
     } else {
         log::Level::Info

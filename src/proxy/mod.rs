@@ -483,7 +483,7 @@ impl ProxyHttp for Gateway {
             Some((route, &**table.upstreams.get(i)?))
         });
         access_log::request(session, e, ctx, route);
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = access_log::status(session);
         let method = &session.req_header().method;
         table
             .metrics
