@@ -11,6 +11,11 @@ counted only under load; repeatable to ~0.3%). Prints a markdown table and write
 bench/results/series-<UTC time>.md.
 
   target/bench-venv/bin/python bench/series.py LABEL=DIR [LABEL=DIR...] [--rounds N] [--conns C]
+                                              [--floor]
+
+With --floor each step's bare floor (`pingora-bare`, DIR/examples/bare_proxy: stock Pingora
+API, so it builds at every step; `bench/series.sh --floor`) is measured instead of the
+gateway.
 """
 
 import argparse
@@ -30,13 +35,21 @@ def main():
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--callgrind-seconds", type=int, default=8)
     ap.add_argument("--no-callgrind", action="store_true")
+    ap.add_argument("--floor", action="store_true", help="measure each step's pingora-bare, not the gateway")
     args = ap.parse_args()
+    binary = "examples/bare_proxy" if args.floor else "beat-gateway"
     steps = []
     for s in args.steps:
         label, _, d = s.partition("=")
-        if not d or not (Path(d) / "beat-gateway").is_file():
-            ap.error(f"{s}: expected LABEL=DIR with DIR/beat-gateway")
+        if not d or not (Path(d) / binary).is_file():
+            ap.error(f"{s}: expected LABEL=DIR with DIR/{binary}")
         steps.append((label, Path(d)))
+
+    def command(port):
+        """The measured process of the current bench.TARGET: (argv, environment)."""
+        if args.floor:
+            return bench.bare_cmd("pingora-bare", port, up), {}
+        return bench.gateway_cmd(work, port, up, echo, False)
 
     work = Path(tempfile.mkdtemp(prefix="beat-series-"))
     work.chmod(0o755)
@@ -47,7 +60,10 @@ def main():
         for label, d in steps:
             bench.TARGET = d
             port = bench.free_port()
-            procs[label] = bench.gateway(work, label, port, up, echo, False)
+            if args.floor:
+                procs[label] = bench.bare("pingora-bare", port, up)
+            else:
+                procs[label] = bench.gateway(work, label, port, up, echo, False)
             urls[label] = f"http://127.0.0.1:{port}/core/api/items"
         targets = ["nginx"] + [label for label, _ in steps]
         runs = {t: [] for t in targets}
@@ -71,7 +87,7 @@ def main():
             for label, d in steps:
                 bench.TARGET = d
                 port = bench.free_port()
-                cmd, env = bench.gateway_cmd(work, port, up, echo, False)
+                cmd, env = command(port)
                 insns[label] = bench.instructions_per_request(work, label, cmd, env, port,
                                                               f"http://127.0.0.1:{port}/core/api/items",
                                                               args.callgrind_seconds)[0]
@@ -84,7 +100,7 @@ def main():
     nginx_rps = statistics.median(r["rps"] for r in runs["nginx"])
     nginx_cpu = statistics.median(r["cpu_per_100k"] for r in runs["nginx"])
     lines = [f"# Patch series, step by step, {now:%Y-%m-%d %H:%M} UTC", "",
-             f"gateway-nolog of each step beside nginx (1 worker each, pinned as in bench.py), wrk "
+             f"{'pingora-bare' if args.floor else 'gateway-nolog'} of each step beside nginx (1 worker each, pinned as in bench.py), wrk "
              f"{args.conns} connections, {args.rounds} interleaved rounds of {args.seconds} s; req/s as the "
              f"median of per-round ratios to nginx (90% interval). Instructions: callgrind, 16 connections, "
              f"counted under load only. nginx: {nginx_rps:.0f} req/s, {nginx_cpu:.2f} CPU s per 100k requests.",

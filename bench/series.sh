@@ -3,14 +3,18 @@
 # per-patch table: step NNNN is the crates as published plus every patch numbered up to
 # NNNN (the later ones left out), with the gateway's own code as it is now.
 #
-#   bench/series.sh OUT_DIR NNNN [NNNN...]     e.g. bench/series.sh /tmp/series 0008 0010 0011 0012
+#   bench/series.sh [--floor] OUT_DIR NNNN [NNNN...]     e.g. bench/series.sh /tmp/series 0008 0011
 #
-# Each OUT_DIR/NNNN/ gets `beat-gateway` and `examples/bare_proxy`. The builds run in a
+# Each OUT_DIR/NNNN/ gets `beat-gateway` and `examples/bare_proxy`; with --floor only the
+# bare floor (bench/src/bare_proxy.rs, stock Pingora API: it builds at every step, where the
+# gateway needs the options of the patches it uses, 0040 and 0042 among them). The builds run in a
 # scratch copy of this checkout (the checkout itself is not touched), with their own target
 # directory under OUT_DIR (kept: the next run of the same steps rebuilds only what changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 2 ] || { sed -n 2,8p "$0"; exit 2; }
+floor=false
+if [ "${1:-}" = --floor ]; then floor=true; shift; fi
+[ $# -ge 2 ] || { sed -n 2,11p "$0"; exit 2; }
 out=$(mkdir -p "$1" && cd "$1" && pwd)
 shift
 src=$out/src
@@ -40,8 +44,12 @@ for step in "$@"; do
     shopt -u nullglob
   done
   echo "series.sh: building step $step" >&2
-  (cd "$src" && CARGO_TARGET_DIR=$out/target cargo build --quiet --release --bin beat-gateway --example bare_proxy)
   mkdir -p "$out/$step/examples"
-  cp "$out/target/release/beat-gateway" "$out/$step/"
+  if $floor; then
+    (cd "$src" && CARGO_TARGET_DIR=$out/target cargo build --quiet --release --example bare_proxy)
+  else
+    (cd "$src" && CARGO_TARGET_DIR=$out/target cargo build --quiet --release --bin beat-gateway --example bare_proxy)
+    cp "$out/target/release/beat-gateway" "$out/$step/"
+  fi
   cp "$out/target/release/examples/bare_proxy" "$out/$step/examples/"
 done
