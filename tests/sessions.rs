@@ -44,6 +44,26 @@ fn start(
     gw
 }
 
+/// What every test starts from: a Redis, a signing key with its JWKS, the echo service.
+struct World {
+    redis: RedisServer,
+    key: RsaKey,
+    jwks: Jwks,
+    up: upstream::Server,
+}
+
+impl World {
+    async fn new() -> World {
+        let key = RsaKey::generate();
+        World {
+            redis: RedisServer::start(),
+            jwks: Jwks::serve(&[&key]).await,
+            key,
+            up: upstream::http("core").await,
+        }
+    }
+}
+
 /// An access token for `sub` with its own `jti` (two logins of one user differ).
 fn token(key: &RsaKey, sub: &str, jti: &str) -> String {
     let mut c = jwt::claims(sub, 3600);
@@ -97,10 +117,12 @@ async fn assert_session_ended(resp: reqwest::Response, case: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_current_token_passes_and_a_new_login_ends_the_old_one() {
-    let redis = RedisServer::start();
-    let key = RsaKey::generate();
-    let jwks = Jwks::serve(&[&key]).await;
-    let up = upstream::http("core").await;
+    let World {
+        redis,
+        key,
+        jwks,
+        up,
+    } = World::new().await;
     let gw = start(
         up.addr,
         &jwks,
@@ -165,10 +187,12 @@ async fn only_the_current_token_passes_and_a_new_login_ends_the_old_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_token_id_is_refused() {
-    let redis = RedisServer::start();
-    let key = RsaKey::generate();
-    let jwks = Jwks::serve(&[&key]).await;
-    let up = upstream::http("core").await;
+    let World {
+        redis,
+        key,
+        jwks,
+        up,
+    } = World::new().await;
     let gw = start(
         up.addr,
         &jwks,
@@ -189,35 +213,42 @@ async fn a_revoked_token_id_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_client_costs_redis_about_one_lookup_a_second() {
-    let redis = RedisServer::start();
-    let key = RsaKey::generate();
-    let jwks = Jwks::serve(&[&key]).await;
-    let up = upstream::http("core").await;
+    let World {
+        redis,
+        key,
+        jwks,
+        up,
+    } = World::new().await;
     let gw = start(up.addr, &jwks, &redis, &[("JWT_SESSION_CHECK", "current")]);
     let t = token(&key, "user-4", "login-1");
     let _: () = redis_cmd(&redis, &["SET", "user-4:access", &t]).await;
     let before = gets(&redis).await;
     let start = Instant::now();
+    // A fixed number of requests, for as long as they take (at least 2 s): about one
+    // lookup per second of it, whatever the machine's speed.
     let mut requests = 0;
-    while start.elapsed() < Duration::from_millis(3000) {
+    while requests < 200 || start.elapsed() < Duration::from_secs(2) {
         assert_eq!(with_token(&gw, "/core/x", &t).await.status(), 200);
         requests += 1;
     }
+    let took = start.elapsed();
     let lookups = gets(&redis).await - before;
-    eprintln!("{requests} requests in 3 s: {lookups} session lookups");
-    assert!(requests > 100, "only {requests} requests");
+    eprintln!("{requests} requests in {took:?}: {lookups} session lookups");
+    let seconds = took.as_secs() + 1;
     assert!(
-        (2..=6).contains(&lookups),
-        "{lookups} lookups for {requests} requests in 3 s"
+        (1..=seconds + 1).contains(&lookups),
+        "{lookups} lookups for {requests} requests in {took:?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_redis_down_closed_refuses_503_and_open_lets_the_signature_decide() {
-    let mut redis = RedisServer::start();
-    let key = RsaKey::generate();
-    let jwks = Jwks::serve(&[&key]).await;
-    let up = upstream::http("core").await;
+    let World {
+        mut redis,
+        key,
+        jwks,
+        up,
+    } = World::new().await;
     let closed = start(up.addr, &jwks, &redis, &[("JWT_SESSION_CHECK", "current")]);
     let open = start(
         up.addr,
@@ -246,18 +277,10 @@ async fn with_redis_down_closed_refuses_503_and_open_lets_the_signature_decide()
     }
     // Requests without auth are not its concern; readiness does not depend on it.
     for gw in [&closed, &open] {
-        let ready = support::client()
-            .get(gw.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap();
+        let ready = support::admin_get(gw, "/readyz").await;
         assert_eq!(ready.status(), 200);
         assert_eq!(json(ready).await["session_store"], "unavailable");
-        let routes = support::client()
-            .get(gw.admin_url("/routes"))
-            .send()
-            .await
-            .unwrap();
+        let routes = support::admin_get(gw, "/routes").await;
         assert_eq!(json(routes).await["session_store"], "unavailable");
         let m = support::metrics(gw).await;
         assert!(

@@ -54,11 +54,7 @@ async fn unready_after(gw: &Gateway, since: Instant) -> Duration {
 async fn sigterm_with_a_delay_drops_nothing_is_unready_at_once_and_exits_0() {
     let up = upstream::http("core").await;
     let mut gw = delayed(&up);
-    let ready = support::client()
-        .get(gw.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = support::admin_get(&gw, "/readyz").await;
     assert_eq!(ready.status(), 200);
 
     let start = Instant::now();
@@ -74,11 +70,7 @@ async fn sigterm_with_a_delay_drops_nothing_is_unready_at_once_and_exits_0() {
     );
 
     // Still serving, liveness unchanged, and asking clients to move on.
-    let healthz = support::client()
-        .get(gw.admin_url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let healthz = support::admin_get(&gw, "/healthz").await;
     assert_eq!(healthz.status(), 200);
     let head = raw_request(gw.addr(), b"GET /core/x HTTP/1.1\r\nHost: gateway\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");

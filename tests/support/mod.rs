@@ -346,6 +346,15 @@ pub fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 /// The admin listener's `/metrics` text.
+/// `GET` on the admin listener, without credentials.
+pub async fn admin_get(gw: &Gateway, path: &str) -> reqwest::Response {
+    client()
+        .get(gw.admin_url(path))
+        .send()
+        .await
+        .expect("admin listener")
+}
+
 pub async fn metrics(gw: &Gateway) -> String {
     client()
         .get(gw.admin_url("/metrics"))
