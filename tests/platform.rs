@@ -311,6 +311,104 @@ fn dev_adds_admin_uis_debug_logs_and_direct_ports() {
     }
 }
 
+/// Dev: Prometheus scrapes the gateway's admin port (opened to the compose network, with a
+/// token) and core's `/metrics`; Grafana has the gateway's dashboard provisioned, whose
+/// queries name only metrics the gateway exports.
+#[test]
+fn dev_has_prometheus_and_grafana_with_the_gateways_dashboard() {
+    let dev = compose_config(&["docker-compose.yml", "docker-compose.dev.yml"]);
+    let svcs = services(&dev);
+    let proxy = &svcs["proxy"]["environment"];
+    assert_eq!(proxy["ADMIN_HOST"], "0.0.0.0");
+    let token = proxy["ADMIN_TOKEN"].as_str().unwrap_or("");
+    assert!(token.len() >= 16, "the dev admin token: {token:?}");
+    assert_eq!(svcs["prometheus"]["environment"]["ADMIN_TOKEN"], token);
+    assert_eq!(published_ports(&svcs["prometheus"]), [(9090, 9090)]);
+    assert_eq!(published_ports(&svcs["grafana"]), [(3001, 3000)]);
+    let mounted = |svc: &str, target: &str| {
+        mounts(&svcs[svc])
+            .into_iter()
+            .find(|(_, t)| t == target)
+            .map(|(source, _)| source)
+            .unwrap_or_else(|| panic!("{svc} mounts nothing at {target}"))
+    };
+    assert!(
+        mounted("prometheus", "/etc/prometheus/prometheus.yml")
+            .ends_with("deploy/prometheus/prometheus.yml")
+    );
+    assert!(
+        mounted("grafana", "/etc/grafana/provisioning").ends_with("deploy/grafana/provisioning")
+    );
+    assert!(
+        mounted("grafana", "/var/lib/grafana/dashboards/beat-gateway.json")
+            .ends_with("deploy/grafana/beat-gateway.json")
+    );
+
+    let prometheus = yaml("deploy/prometheus/prometheus.yml");
+    let targets: Vec<String> = prometheus["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|job| {
+            job["static_configs"][0]["targets"]
+                .as_sequence()
+                .unwrap()
+                .clone()
+        })
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    let admin_port = env_example()["ADMIN_PORT"].clone();
+    assert!(
+        targets.contains(&format!("proxy:{admin_port}")),
+        "{targets:?}"
+    );
+    assert!(
+        targets.contains(&"core-service:3000".to_owned()),
+        "{targets:?}"
+    );
+    let provider = yaml("deploy/grafana/provisioning/dashboards/beat-gateway.yml");
+    assert_eq!(
+        provider["providers"][0]["options"]["path"],
+        "/var/lib/grafana/dashboards"
+    );
+
+    // Every metric the dashboard queries is one the gateway registers.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/beat-gateway.json")).expect("dashboard JSON");
+    let exported: BTreeSet<String> = read("src/metrics.rs")
+        .split('"')
+        .filter(|w| w.starts_with("beat_gateway_"))
+        .map(str::to_owned)
+        .collect();
+    let mut queried = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if let Some(name) = word.strip_prefix("beat_gateway_").map(|_| word) {
+                    let family = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(name);
+                    queried.insert(family.to_owned());
+                }
+            }
+        }
+    }
+    let unknown: Vec<_> = queried.difference(&exported).collect();
+    assert!(unknown.is_empty(), "the dashboard queries {unknown:?}");
+    for needed in [
+        "beat_gateway_requests_total",
+        "beat_gateway_request_duration_seconds",
+        "beat_gateway_upstream_healthy",
+        "beat_gateway_websocket_tunnels",
+        "beat_gateway_config_reloads_total",
+        "beat_gateway_jwt_refusals_total",
+    ] {
+        assert!(queried.contains(needed), "the dashboard lacks {needed}");
+    }
+}
+
 #[test]
 fn prod_persists_data_restarts_limits_and_publishes_only_the_gateway() {
     let prod = compose_config(&["docker-compose.yml", "docker-compose.prod.yml"]);
