@@ -6,8 +6,9 @@
 #   bench/series.sh [--floor] OUT_DIR NNNN [NNNN...]     e.g. bench/series.sh /tmp/series 0008 0011
 #
 # Each OUT_DIR/NNNN/ gets `beat-gateway` and `examples/bare_proxy`; with --floor only the
-# bare floor (bench/src/bare_proxy.rs, stock Pingora API: it builds at every step, where the
-# gateway needs the options of the patches it uses, 0040 and 0042 among them). The builds run in a
+# bare floor (bench/src/bare_proxy.rs, stock Pingora API, built as a crate of its own: it
+# builds at every step, where the gateway needs the options of the patches it uses, 0040
+# and 0042 among them). The builds run in a
 # scratch copy of this checkout (the checkout itself is not touched), with their own target
 # directory under OUT_DIR (kept: the next run of the same steps rebuilds only what changed).
 set -euo pipefail
@@ -20,6 +21,21 @@ shift
 src=$out/src
 rm -rf "$src" && mkdir -p "$src"
 git ls-files -z | xargs -0 cp --parents -t "$src"
+if $floor; then
+  # The floor alone, as a crate of its own: the gateway's library (which every example of
+  # this package links) needs the options of the later patches and would not build.
+  rm -rf "$src/src" "$src/tests"
+  {
+    printf '[package]\nname = "bare-floor"\nversion = "0.1.0"\nedition = "2024"\n\n'
+    printf '[workspace]\nexclude = ["vendor"]\n\n[patch.crates-io]\n'
+    grep -E '^pingora-(core|http|proxy) = \{ path' Cargo.toml
+    printf '\n[dependencies]\n'
+    sed -n '/^\[dependencies\]/,/^\[/p' Cargo.toml \
+      | grep -E '^(async-trait|http|mimalloc|pingora-core|pingora-http|pingora-proxy|rand|uuid) = ' 
+    printf '\n[[bin]]\nname = "bare_proxy"\npath = "bench/src/bare_proxy.rs"\n\n'
+    sed -n '/^\[profile.release\]/,/^$/p' Cargo.toml
+  } > "$src/Cargo.toml"
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -46,10 +62,11 @@ for step in "$@"; do
   echo "series.sh: building step $step" >&2
   mkdir -p "$out/$step/examples"
   if $floor; then
-    (cd "$src" && CARGO_TARGET_DIR=$out/target cargo build --quiet --release --example bare_proxy)
+    (cd "$src" && CARGO_TARGET_DIR=$out/target cargo build --quiet --release --bin bare_proxy)
+    cp "$out/target/release/bare_proxy" "$out/$step/examples/"
   else
     (cd "$src" && CARGO_TARGET_DIR=$out/target cargo build --quiet --release --bin beat-gateway --example bare_proxy)
     cp "$out/target/release/beat-gateway" "$out/$step/"
+    cp "$out/target/release/examples/bare_proxy" "$out/$step/examples/"
   fi
-  cp "$out/target/release/examples/bare_proxy" "$out/$step/examples/"
 done

@@ -7,7 +7,8 @@
 #            scripts), docker-compose (merges and validates the compose files; no engine
 #            needed), just (the Justfile), the openssl command line (the auth tests
 #            generate RSA keys with it), redis-server (the shared rate limits), haproxy
-#            (the rolling-restart test's load balancer), and in target/k8s-venv the
+#            (the rolling-restart test's load balancer), chromium (the dashboard, in a
+#            real browser), and in target/k8s-venv the
 #            Kubernetes checks' tools from PyPI: kubernetes-validate (schemas) and checkov
 #            (static policy). kubectl, with its kustomize, must be on the machine.
 set -euo pipefail
@@ -26,6 +27,7 @@ if $with_test; then
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v python3 >/dev/null 2>&1 || need+=(python3)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)

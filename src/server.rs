@@ -167,7 +167,10 @@ pub fn build(
         HealthWalker(live.clone()),
     ));
     server.add_service(admin::service(
-        AdminState { live: live.clone() },
+        AdminState {
+            live: live.clone(),
+            certificate: certificate.clone(),
+        },
         &settings.admin_addr(),
         settings.admin_token.clone(),
     ));

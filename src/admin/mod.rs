@@ -1,6 +1,8 @@
 //! The admin listener: a second Pingora service on `ADMIN_HOST:ADMIN_PORT` (loopback by
 //! default), never on the public port.
 //!
+//! - `GET /`: the dashboard, a page that refreshes itself from `GET /dashboard.json` and
+//!   `/metrics` ([`dashboard`]).
 //! - `GET /healthz`: the process is alive (no token needed, for orchestrators).
 //! - `GET /readyz`: every route's service resolves (an instance that does not resolve takes
 //!   no traffic); else `503` JSON naming the services without a usable instance. From
@@ -12,10 +14,11 @@
 //!   session store's state, when the session checks are on).
 //!
 //! Off loopback, every path but `/healthz` and `/readyz` needs `Authorization: Bearer
-//! $ADMIN_TOKEN`. Orchestrators' probes carry no secrets, so `/readyz` without an
+//! $ADMIN_TOKEN` (or the token as an HTTP Basic password, which a browser can send). Orchestrators' probes carry no secrets, so `/readyz` without an
 //! `Authorization` header answers its status code and status word alone; the services it
 //! would name need the token (a wrong token is 401, as everywhere).
 
+pub mod dashboard;
 pub mod probe;
 
 use std::net::IpAddr;
@@ -30,12 +33,14 @@ use pingora_prometheus::PrometheusHttpApp;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::edge::tls::Certificate;
 use crate::live::Live;
 use crate::metrics;
 
-/// What the admin endpoints report on: the live table.
+/// What the admin endpoints report on: the live table, and the TLS listener's certificate.
 pub struct AdminState {
     pub live: Arc<Live>,
+    pub certificate: Option<Arc<Certificate>>,
 }
 
 /// The admin application.
@@ -82,19 +87,66 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8
     resp
 }
 
+/// The dashboard page: self-contained, so its policy allows nothing from elsewhere.
+fn html_response(page: &'static str) -> Response<Vec<u8>> {
+    let body = page.as_bytes().to_vec();
+    let length = body.len();
+    let mut resp = Response::new(body);
+    let headers = resp.headers_mut();
+    let fixed = [
+        (http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (http::header::CACHE_CONTROL, "no-store"),
+        (http::header::X_FRAME_OPTIONS, "DENY"),
+        (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (
+            http::header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    ];
+    for (name, value) in fixed {
+        headers.insert(name, http::HeaderValue::from_static(value));
+    }
+    headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(length),
+    );
+    resp
+}
+
 impl AdminApp {
     fn authorized(&self, session: &ServerSession) -> bool {
         let Some(token) = &self.token else {
             return true;
         };
-        let sent = session
+        let Some(sent) = session
             .req_header()
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        bool::from(sent.as_bytes().ct_eq(token.as_bytes()))
+        else {
+            return false;
+        };
+        // A bearer token, or (for a browser opening the dashboard) the token as an HTTP
+        // Basic password, whatever the user name.
+        let sent = match sent.split_once(' ') {
+            Some((scheme, value)) if scheme.eq_ignore_ascii_case("bearer") => {
+                value.as_bytes().to_vec()
+            }
+            Some((scheme, value)) if scheme.eq_ignore_ascii_case("basic") => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(value.trim())
+                    .ok()
+                    .and_then(|pair| {
+                        let colon = pair.iter().position(|&b| b == b':')?;
+                        Some(pair[colon + 1..].to_vec())
+                    })
+                    .unwrap_or_default()
+            }
+            _ => return false,
+        };
+        bool::from(sent.ct_eq(token.as_bytes()))
     }
 
     /// Services with no instance that takes traffic (and the health metric, refreshed).
@@ -178,9 +230,25 @@ impl ServeHttp for AdminApp {
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer"),
             );
+            if path == "/" {
+                // A browser asks for a user name and password: the token is the password.
+                resp.headers_mut().append(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static(
+                        r#"Basic realm="beat-gateway admin: the password is ADMIN_TOKEN", charset="UTF-8""#,
+                    ),
+                );
+            }
             return resp;
         }
         match path.as_str() {
+            "/" => html_response(dashboard::PAGE),
+            "/dashboard.json" => {
+                let routes = self.routes().await;
+                let state = &self.state;
+                let data = dashboard::data(&state.live, state.certificate.as_deref(), routes);
+                json_response(StatusCode::OK, data)
+            }
             "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
             "/readyz" => {
                 if self.state.live.is_draining() {
@@ -219,7 +287,7 @@ impl ServeHttp for AdminApp {
             "/routes" => json_response(StatusCode::OK, self.routes().await),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": "not found: /healthz, /readyz, /metrics, /routes", "status": 404}),
+                json!({"error": "not found: /, /dashboard.json, /healthz, /readyz, /metrics, /routes", "status": 404}),
             ),
         }
     }

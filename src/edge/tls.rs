@@ -95,6 +95,11 @@ impl Certificate {
         [&self.cert_path, &self.key_path]
     }
 
+    /// The served certificate's `notAfter` (seconds since the epoch).
+    pub fn not_after(&self) -> i64 {
+        self.current.load().not_after
+    }
+
     /// Log what is served now, and warn about an expired or soon expiring certificate.
     fn report(&self, what: &str) {
         let not_after = self.current.load().not_after;

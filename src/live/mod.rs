@@ -34,6 +34,8 @@ pub struct Table {
     pub cors: Vec<Option<Arc<Policy>>>,
     pub limits: RateLimits,
     pub metrics: Arc<Metrics>,
+    /// sha256 of the `services.json` it was built from.
+    pub hash: String,
 }
 
 impl std::fmt::Debug for Table {
@@ -80,6 +82,8 @@ pub struct Live {
     shared: Shared,
     /// Reloads run one at a time.
     reloading: std::sync::Mutex<()>,
+    /// The last reload: when (Unix seconds), and its error if it was refused.
+    last_reload: std::sync::Mutex<Option<(u64, Option<String>)>>,
     /// Set when SIGTERM arrives: from then on the gateway reports itself not ready and
     /// asks clients to close their connections, while it still serves (see
     /// [`crate::server`]'s shutdown delay).
@@ -101,6 +105,7 @@ impl Live {
             shared,
             reloading: std::sync::Mutex::new(()),
             draining: AtomicBool::new(false),
+            last_reload: std::sync::Mutex::new(None),
         }))
     }
 
@@ -118,6 +123,15 @@ impl Live {
         self.current.load_full()
     }
 
+    /// The last reload: when (Unix seconds), and its error if it was refused; `None`
+    /// before any.
+    pub fn last_reload(&self) -> Option<(u64, Option<String>)> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn shared(&self) -> &Shared {
         &self.shared
     }
@@ -128,6 +142,11 @@ impl Live {
         let _one_at_a_time = self.reloading.lock().map_err(|e| e.to_string())?;
         let outcome = self.try_reload();
         metrics::config_reload(outcome.is_ok());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((now, outcome.as_ref().err().cloned()));
         match &outcome {
             Ok(()) => {
                 let table = self.current();
@@ -228,6 +247,7 @@ fn build(
         cors,
         limits,
         metrics,
+        hash: hash.to_owned(),
     };
     if let Some(verifier) = &shared.verifier {
         verifier.set_in_use(table.uses_auth());

@@ -44,6 +44,9 @@ pub struct KeySet {
     keys: ArcSwap<Keys>,
     /// When the last fetch started (single flight, and the refetch rate limit).
     last_fetch: Mutex<Option<Instant>>,
+    /// The last fetch's outcome, for the admin dashboard: when (Unix seconds), and the
+    /// error if it failed.
+    last_outcome: std::sync::Mutex<Option<(u64, Option<String>)>>,
 }
 
 impl KeySet {
@@ -61,6 +64,7 @@ impl KeySet {
             connector,
             keys: ArcSwap::from_pointee(HashMap::new()),
             last_fetch: Mutex::new(None),
+            last_outcome: std::sync::Mutex::new(None),
         }
     }
 
@@ -79,6 +83,14 @@ impl KeySet {
         self.keys.load().len()
     }
 
+    /// The last fetch: when (Unix seconds), and its error if it failed; `None` before any.
+    pub fn last_outcome(&self) -> Option<(u64, Option<String>)> {
+        self.last_outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -95,7 +107,13 @@ impl KeySet {
         let fetched = tokio::time::timeout(FETCH_DEADLINE, self.fetch())
             .await
             .unwrap_or_else(|_| Err(format!("no complete answer within {FETCH_DEADLINE:?}")));
-        match fetched.and_then(|body| parse_jwks(&body)) {
+        let parsed = fetched.and_then(|body| parse_jwks(&body));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        *self.last_outcome.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((now, parsed.as_ref().err().cloned()));
+        match parsed {
             Ok((keys, skipped)) => {
                 log::info!(
                     "jwks: {} key(s) loaded from {}{}",

@@ -189,6 +189,11 @@ impl Verifier {
         self.in_use.store(in_use, Ordering::Relaxed);
     }
 
+    /// Whether a route of the live table verifies tokens.
+    pub fn in_use(&self) -> bool {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
     pub fn keys(&self) -> &KeySet {
         &self.keys
     }
