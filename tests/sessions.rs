@@ -204,6 +204,31 @@ async fn a_revoked_token_id_is_refused() {
     let _: () = redis_cmd(&redis, &["SET", "revoked:login-gone", "1"]).await;
     assert_eq!(with_token(&gw, "/core/x", &kept).await.status(), 200);
     assert_session_ended(with_token(&gw, "/core/x", &revoked).await, "revoked").await;
+    drop(gw);
+
+    // Both checks at once; something else than a string at a user's key ends that
+    // session only, not the store.
+    let gw = start(
+        up.addr,
+        &jwks,
+        &redis,
+        &[
+            ("JWT_SESSION_CHECK", "current"),
+            ("JWT_REVOKED_KEY", "revoked:{jti}"),
+        ],
+    );
+    let _: () = redis_cmd(&redis, &["SET", "user-3:access", &kept]).await;
+    let _: () = redis_cmd(&redis, &["HSET", "user-8:access", "token", "x"]).await;
+    let odd = token(&key, "user-8", "login-odd");
+    assert_session_ended(with_token(&gw, "/core/x", &odd).await, "a hash at the key").await;
+    assert_eq!(with_token(&gw, "/core/x", &kept).await.status(), 200);
+    let again = token(&key, "user-3", "login-gone");
+    let _: () = redis_cmd(&redis, &["SET", "user-3:access", &again]).await;
+    assert_session_ended(
+        with_token(&gw, "/core/x", &again).await,
+        "current, but revoked",
+    )
+    .await;
     let m = support::metrics(&gw).await;
     assert!(
         m.contains(r#"beat_gateway_jwt_refusals_total{reason="revoked"} 1"#),

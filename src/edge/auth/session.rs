@@ -135,11 +135,18 @@ impl SessionStore {
                 if let Some(key) = &revoked {
                     pipe.exists(key);
                 }
+                // A command's error (WRONGTYPE) is its own value, not the pipeline's failure.
+                pipe.ignore_errors();
                 let values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
                 let mut values = values.into_iter();
-                let stored = match &current {
-                    Some(_) => redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?,
+                let stored = match current {
                     None => None,
+                    Some(_) => match values.next() {
+                        // Something else than a string at the key (WRONGTYPE): not the
+                        // token, and no failure of the store's.
+                        Some(redis::Value::ServerError(_)) | None => None,
+                        Some(value) => redis::from_redis_value(value)?,
+                    },
                 };
                 let revoked = match &revoked {
                     Some(_) => {
