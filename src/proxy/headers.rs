@@ -25,6 +25,12 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub(super) static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The identity headers as names made once (patch 0041: not parsed again on insert);
+/// the same names as [`IDENTITY_HEADERS`].
+static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+static X_USER_ROLE: HeaderName = HeaderName::from_static("x-user-role");
+static X_PROFILE_ID: HeaderName = HeaderName::from_static("x-profile-id");
+static X_USER_SCOPES: HeaderName = HeaderName::from_static("x-user-scopes");
 
 /// A header that describes one connection (RFC 9110 §7.6.1), or the de-facto
 /// `Proxy-Connection`, the proxy credentials (meant for the gateway, not a service) and
@@ -248,11 +254,11 @@ fn spells_identity(name: &str) -> bool {
 
 /// The verified identity, as the service receives it.
 pub fn set_identity(req: &mut RequestHeader, identity: &Identity) -> Result<()> {
-    req.insert_header("x-user-id", identity.user_id.as_str())?;
+    req.insert_header(&X_USER_ID, identity.user_id.as_str())?;
     let optional = [
-        ("x-user-role", &identity.role),
-        ("x-profile-id", &identity.profile_id),
-        ("x-user-scopes", &identity.scopes),
+        (&X_USER_ROLE, &identity.role),
+        (&X_PROFILE_ID, &identity.profile_id),
+        (&X_USER_SCOPES, &identity.scopes),
     ];
     for (name, value) in optional {
         if let Some(value) = value {
@@ -310,6 +316,15 @@ mod tests {
             .iter()
             .map(|v| v.to_str().unwrap().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn the_identity_names_made_once_are_the_stripped_ones() {
+        let made: Vec<&str> = [&X_USER_ID, &X_USER_ROLE, &X_PROFILE_ID, &X_USER_SCOPES]
+            .iter()
+            .map(|n| n.as_str())
+            .collect();
+        assert_eq!(made, IDENTITY_HEADERS);
     }
 
     #[test]
