@@ -510,8 +510,9 @@ def machine():
         "haproxy": subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
         "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
         if subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout else "wrk",
+        # A floor-only build (bench/series.sh --floor) has no gateway.
         "beat-gateway": subprocess.run([str(TARGET / "beat-gateway"), "--version"], capture_output=True,
-                                       text=True).stdout.strip(),
+                                       text=True).stdout.strip() if (TARGET / "beat-gateway").exists() else "-",
     }
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": mem, "kernel": platform.release(),
             "os": Path("/etc/debian_version").read_text().strip() if Path("/etc/debian_version").exists() else "",
