@@ -762,32 +762,29 @@ def report(args, conns_list, targets, proxies, med, paired, ws, down, up, idle_r
         lines.append(f"| {c} | {cell('gateway-nolog', 'rps')} | {cell('gateway-nolog', 'cpu_per_100k')} | "
                      f"{cell('gateway', 'rps')} | {cell('gateway', 'cpu_per_100k')} | "
                      f"{cell('gateway', 'rps', 'gateway-nolog')} |")
-    if "gateway-jwt" in targets and "gateway-nolog" in targets:
-        lines += ["", "## Edge auth: the cost of verifying a token", "",
-                  "`gateway-jwt` is `gateway-nolog` with `\"auth\": {\"mode\": \"required\"}` on the route and a "
-                  "valid RS256 access token (2048-bit key, ~0.8 KiB header) on every request; the ratios are "
-                  "paired round by round with `gateway-nolog`, which gets no token.", "",
-                  "| conns | req/s vs gateway-nolog | CPU/req vs gateway-nolog | CPU per request added (us) |",
-                  "|---|---|---|---|"]
+    def added_cost(target, base, title, intro):
+        """A section pricing `target` against `base`, paired round by round."""
+        if target not in targets or base not in targets:
+            return
+        lines.extend(["", f"## {title}", "", intro, "",
+                      f"| conns | req/s vs {base} | CPU/req vs {base} | CPU per request added (us) |",
+                      "|---|---|---|---|"])
         for c in conns_list:
-            v, lo, hi = paired(c, "gateway-jwt", "rps", "gateway-nolog")
-            cv, clo, chi = paired(c, "gateway-jwt", "cpu_per_100k", "gateway-nolog")
-            added = (med(c, "gateway-jwt", "cpu_per_100k") - med(c, "gateway-nolog", "cpu_per_100k")) * 10
+            v, lo, hi = paired(c, target, "rps", base)
+            cv, clo, chi = paired(c, target, "cpu_per_100k", base)
+            added = (med(c, target, "cpu_per_100k") - med(c, base, "cpu_per_100k")) * 10
             lines.append(f"| {c} | {v:.2f}x ({lo:.2f}-{hi:.2f}) | {cv:.2f}x ({clo:.2f}-{chi:.2f}) | {added:.1f} |")
-    if "gateway-session" in targets and "gateway-jwt" in targets:
-        lines += ["", "## Sessions: the cost of the current-session check", "",
-                  "`gateway-session` is `gateway-jwt` with `JWT_SESSION_CHECK=current`: the token must be the "
-                  "value at `bench-user:access` in a redis-server on loopback (pinned to the load CPU, so its "
-                  "own cost is not counted). Every request carries the same token, as a busy client's do: the "
-                  "answer is reused for `JWT_SESSION_CACHE_MS` (1 s), so Redis sees one lookup a second. The "
-                  "ratios are paired round by round with `gateway-jwt`.", "",
-                  "| conns | req/s vs gateway-jwt | CPU/req vs gateway-jwt | CPU per request added (us) |",
-                  "|---|---|---|---|"]
-        for c in conns_list:
-            v, lo, hi = paired(c, "gateway-session", "rps", "gateway-jwt")
-            cv, clo, chi = paired(c, "gateway-session", "cpu_per_100k", "gateway-jwt")
-            added = (med(c, "gateway-session", "cpu_per_100k") - med(c, "gateway-jwt", "cpu_per_100k")) * 10
-            lines.append(f"| {c} | {v:.2f}x ({lo:.2f}-{hi:.2f}) | {cv:.2f}x ({clo:.2f}-{chi:.2f}) | {added:.1f} |")
+
+    added_cost("gateway-jwt", "gateway-nolog", "Edge auth: the cost of verifying a token",
+               "`gateway-jwt` is `gateway-nolog` with `\"auth\": {\"mode\": \"required\"}` on the route and a "
+               "valid RS256 access token (2048-bit key, ~0.8 KiB header) on every request; the ratios are "
+               "paired round by round with `gateway-nolog`, which gets no token.")
+    added_cost("gateway-session", "gateway-jwt", "Sessions: the cost of the current-session check",
+               "`gateway-session` is `gateway-jwt` with `JWT_SESSION_CHECK=current`: the token must be the "
+               "value at `bench-user:access` in a redis-server on loopback (pinned to the load CPU, so its "
+               "own cost is not counted). Every request carries the same token, as a busy client's do: the "
+               "answer is reused for `JWT_SESSION_CACHE_MS` (1 s), so Redis sees one lookup a second. The "
+               "ratios are paired round by round with `gateway-jwt`.")
     variants = [("gateway-nometrics", "Metrics: what they cost",
                  "`gateway-nometrics` is `gateway-nolog` with `ADMIN_METRICS=off`: above 1.00x in req/s "
                  "(below in CPU/req), metrics cost that much; 1.03x means they take 3%."),

@@ -98,6 +98,12 @@ async fn with_token(gw: &Gateway, path: &str, token: &str) -> reqwest::Response 
     get(gw, path, &[("authorization", &format!("Bearer {token}"))]).await
 }
 
+/// `/metrics` has `sample` (a name with labels, and maybe its value).
+async fn assert_counted(gw: &Gateway, sample: &str) {
+    let m = support::metrics(gw).await;
+    assert!(m.contains(sample), "no {sample} in:\n{m}");
+}
+
 /// A refusal for a session that is over: 401, the RFC 6750 challenge, JSON, no service.
 async fn assert_session_ended(resp: reqwest::Response, case: &str) {
     assert_eq!(resp.status(), 401, "{case}");
@@ -178,11 +184,11 @@ async fn only_the_current_token_passes_and_a_new_login_ends_the_old_one() {
     );
     support::ws_connect_echoing(&url, "current token").await;
 
-    let m = support::metrics(&gw).await;
-    assert!(
-        m.contains(r#"beat_gateway_jwt_refusals_total{reason="session_ended"}"#),
-        "{m}"
-    );
+    assert_counted(
+        &gw,
+        r#"beat_gateway_jwt_refusals_total{reason="session_ended"}"#,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -229,11 +235,11 @@ async fn a_revoked_token_id_is_refused() {
         "current, but revoked",
     )
     .await;
-    let m = support::metrics(&gw).await;
-    assert!(
-        m.contains(r#"beat_gateway_jwt_refusals_total{reason="revoked"} 1"#),
-        "{m}"
-    );
+    assert_counted(
+        &gw,
+        r#"beat_gateway_jwt_refusals_total{reason="revoked"} 1"#,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -307,17 +313,13 @@ async fn with_redis_down_closed_refuses_503_and_open_lets_the_signature_decide()
         assert_eq!(json(ready).await["session_store"], "unavailable");
         let routes = support::admin_get(gw, "/routes").await;
         assert_eq!(json(routes).await["session_store"], "unavailable");
-        let m = support::metrics(gw).await;
-        assert!(
-            m.contains("beat_gateway_session_store_unavailable_total"),
-            "{m}"
-        );
+        assert_counted(gw, "beat_gateway_session_store_unavailable_total").await;
     }
-    let m = support::metrics(&closed).await;
-    assert!(
-        m.contains(r#"beat_gateway_jwt_refusals_total{reason="session_store_unavailable"}"#),
-        "{m}"
-    );
+    assert_counted(
+        &closed,
+        r#"beat_gateway_jwt_refusals_total{reason="session_store_unavailable"}"#,
+    )
+    .await;
     assert!(
         closed
             .log()
