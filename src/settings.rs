@@ -399,18 +399,12 @@ impl Settings {
             },
         };
         let tls = tls_listener(&get, port, admin_port)?;
-        let metrics = match get("ADMIN_METRICS") {
-            None => true,
-            Some((_, v)) if v.trim().eq_ignore_ascii_case("on") => true,
-            Some((_, v)) if v.trim().eq_ignore_ascii_case("off") => false,
-            Some(kv) => return Err(bad(kv, "either on or off")),
-        };
-        let allow_underscore_headers = match get("PROXY_ALLOW_UNDERSCORE_HEADERS") {
-            None => false,
-            Some((_, v)) if v.trim().eq_ignore_ascii_case("true") => true,
-            Some((_, v)) if v.trim().eq_ignore_ascii_case("false") => false,
-            Some(kv) => return Err(bad(kv, "either true or false")),
-        };
+        let metrics = switch(get("ADMIN_METRICS"), true, [("on", true), ("off", false)])?;
+        let allow_underscore_headers = switch(
+            get("PROXY_ALLOW_UNDERSCORE_HEADERS"),
+            false,
+            [("true", true), ("false", false)],
+        )?;
         let body_timeout_seconds =
             seconds("PROXY_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS)?;
         let count = |var: &'static str| match get(var) {
@@ -561,6 +555,28 @@ fn check_ca_file(path: &str) -> Result<(), String> {
 /// (`true`/`false`), `CORS_MAX_AGE` (seconds). None without `CORS_ORIGINS`.
 type Var = (&'static str, String);
 
+/// A setting that is one of two words (any case): its value, `default` when unset.
+fn switch(
+    var: Option<Var>,
+    default: bool,
+    words: [(&str, bool); 2],
+) -> Result<bool, SettingsError> {
+    let Some((name, value)) = var else {
+        return Ok(default);
+    };
+    match words
+        .iter()
+        .find(|(word, _)| value.trim().eq_ignore_ascii_case(word))
+    {
+        Some(&(_, on)) => Ok(on),
+        None => Err(SettingsError {
+            var: name,
+            expected: format!("either {} or {}", words[0].0, words[1].0),
+            value,
+        }),
+    }
+}
+
 /// `JWT_SESSION_CHECK`, `JWT_SESSION_KEY`, `JWT_REVOKED_KEY`, `JWT_SESSION_REDIS_URL` (or
 /// its `_FILE`), `JWT_SESSION_CACHE_MS`, `JWT_SESSION_FAIL`: `None` when neither check is
 /// on.
@@ -574,12 +590,11 @@ fn session_settings(
         expected: expected.to_owned(),
     };
     let template = |kv: Var| KeyTemplate::parse(kv.1.trim()).map_err(|e| bad(kv, &e));
-    let current = match get("JWT_SESSION_CHECK") {
-        None => false,
-        Some((_, v)) if v.trim().eq_ignore_ascii_case("off") => false,
-        Some((_, v)) if v.trim().eq_ignore_ascii_case("current") => true,
-        Some(kv) => return Err(bad(kv, "either off or current")),
-    };
+    let current = switch(
+        get("JWT_SESSION_CHECK"),
+        false,
+        [("off", false), ("current", true)],
+    )?;
     let key = match get("JWT_SESSION_KEY") {
         None => KeyTemplate::parse(jwt::DEFAULT_SESSION_KEY)
             .map_err(|e| bad(("JWT_SESSION_KEY", String::new()), &e))?,
@@ -593,12 +608,11 @@ fn session_settings(
             _ => return Err(bad(kv, "milliseconds from 0 to 60000")),
         },
     };
-    let fail_open = match get("JWT_SESSION_FAIL") {
-        None => false,
-        Some((_, v)) if v.trim().eq_ignore_ascii_case("closed") => false,
-        Some((_, v)) if v.trim().eq_ignore_ascii_case("open") => true,
-        Some(kv) => return Err(bad(kv, "either closed or open")),
-    };
+    let fail_open = switch(
+        get("JWT_SESSION_FAIL"),
+        false,
+        [("closed", false), ("open", true)],
+    )?;
     let url = secret("JWT_SESSION_REDIS_URL", "JWT_SESSION_REDIS_URL_FILE")?;
     if !current && revoked.is_none() {
         return Ok(None);

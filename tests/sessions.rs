@@ -28,22 +28,6 @@ fn routes(up: std::net::SocketAddr) -> String {
     ])
 }
 
-fn start(
-    up: std::net::SocketAddr,
-    jwks: &Jwks,
-    redis: &RedisServer,
-    extra: &[(&str, &str)],
-) -> Gateway {
-    let env = jwks.env();
-    let url = redis.url();
-    let mut vars = env_refs(&env);
-    vars.push(("JWT_SESSION_REDIS_URL", url.as_str()));
-    vars.extend_from_slice(extra);
-    let gw = Gateway::start_with(&routes(up), &vars);
-    gw.wait_for_log("jwks: 1 key(s) loaded");
-    gw
-}
-
 /// What every test starts from: a Redis, a signing key with its JWKS, the echo service.
 struct World {
     redis: RedisServer,
@@ -53,6 +37,19 @@ struct World {
 }
 
 impl World {
+    /// A gateway on the routes above, verifying against this JWKS, its session store this
+    /// Redis, with `extra` settings.
+    fn gateway(&self, extra: &[(&str, &str)]) -> Gateway {
+        let env = self.jwks.env();
+        let url = self.redis.url();
+        let mut vars = env_refs(&env);
+        vars.push(("JWT_SESSION_REDIS_URL", url.as_str()));
+        vars.extend_from_slice(extra);
+        let gw = Gateway::start_with(&routes(self.up.addr), &vars);
+        gw.wait_for_log("jwks: 1 key(s) loaded");
+        gw
+    }
+
     async fn new() -> World {
         let key = RsaKey::generate();
         World {
@@ -123,35 +120,29 @@ async fn assert_session_ended(resp: reqwest::Response, case: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_current_token_passes_and_a_new_login_ends_the_old_one() {
-    let World {
-        redis,
-        key,
-        jwks,
-        up,
-    } = World::new().await;
-    let gw = start(
-        up.addr,
-        &jwks,
-        &redis,
-        &[
-            ("JWT_SESSION_CHECK", "current"),
-            ("JWT_SESSION_CACHE_MS", "300"),
-        ],
-    );
-    let first = token(&key, "user-1", "login-1");
-    let _: () = redis_cmd(&redis, &["SET", "user-1:access", &first, "EX", "900"]).await;
+    let world = World::new().await;
+    let gw = world.gateway(&[
+        ("JWT_SESSION_CHECK", "current"),
+        ("JWT_SESSION_CACHE_MS", "300"),
+    ]);
+    let first = token(&world.key, "user-1", "login-1");
+    let _: () = redis_cmd(&world.redis, &["SET", "user-1:access", &first, "EX", "900"]).await;
 
     let resp = with_token(&gw, "/core/orders", &first).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(json(resp).await["headers"]["x-user-id"], "user-1");
 
     // No session stored for the user: refused.
-    let nobody = token(&key, "user-2", "login-9");
+    let nobody = token(&world.key, "user-2", "login-9");
     assert_session_ended(with_token(&gw, "/core/orders", &nobody).await, "no key").await;
 
     // The user logs in elsewhere: the auth service stores the new token.
-    let second = token(&key, "user-1", "login-2");
-    let _: () = redis_cmd(&redis, &["SET", "user-1:access", &second, "EX", "900"]).await;
+    let second = token(&world.key, "user-1", "login-2");
+    let _: () = redis_cmd(
+        &world.redis,
+        &["SET", "user-1:access", &second, "EX", "900"],
+    )
+    .await;
     let changed = Instant::now();
     loop {
         let resp = with_token(&gw, "/core/orders", &first).await;
@@ -193,43 +184,28 @@ async fn only_the_current_token_passes_and_a_new_login_ends_the_old_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_token_id_is_refused() {
-    let World {
-        redis,
-        key,
-        jwks,
-        up,
-    } = World::new().await;
-    let gw = start(
-        up.addr,
-        &jwks,
-        &redis,
-        &[("JWT_REVOKED_KEY", "revoked:{jti}")],
-    );
-    let kept = token(&key, "user-3", "login-kept");
-    let revoked = token(&key, "user-3", "login-gone");
-    let _: () = redis_cmd(&redis, &["SET", "revoked:login-gone", "1"]).await;
+    let world = World::new().await;
+    let gw = world.gateway(&[("JWT_REVOKED_KEY", "revoked:{jti}")]);
+    let kept = token(&world.key, "user-3", "login-kept");
+    let revoked = token(&world.key, "user-3", "login-gone");
+    let _: () = redis_cmd(&world.redis, &["SET", "revoked:login-gone", "1"]).await;
     assert_eq!(with_token(&gw, "/core/x", &kept).await.status(), 200);
     assert_session_ended(with_token(&gw, "/core/x", &revoked).await, "revoked").await;
     drop(gw);
 
     // Both checks at once; something else than a string at a user's key ends that
     // session only, not the store.
-    let gw = start(
-        up.addr,
-        &jwks,
-        &redis,
-        &[
-            ("JWT_SESSION_CHECK", "current"),
-            ("JWT_REVOKED_KEY", "revoked:{jti}"),
-        ],
-    );
-    let _: () = redis_cmd(&redis, &["SET", "user-3:access", &kept]).await;
-    let _: () = redis_cmd(&redis, &["HSET", "user-8:access", "token", "x"]).await;
-    let odd = token(&key, "user-8", "login-odd");
+    let gw = world.gateway(&[
+        ("JWT_SESSION_CHECK", "current"),
+        ("JWT_REVOKED_KEY", "revoked:{jti}"),
+    ]);
+    let _: () = redis_cmd(&world.redis, &["SET", "user-3:access", &kept]).await;
+    let _: () = redis_cmd(&world.redis, &["HSET", "user-8:access", "token", "x"]).await;
+    let odd = token(&world.key, "user-8", "login-odd");
     assert_session_ended(with_token(&gw, "/core/x", &odd).await, "a hash at the key").await;
     assert_eq!(with_token(&gw, "/core/x", &kept).await.status(), 200);
-    let again = token(&key, "user-3", "login-gone");
-    let _: () = redis_cmd(&redis, &["SET", "user-3:access", &again]).await;
+    let again = token(&world.key, "user-3", "login-gone");
+    let _: () = redis_cmd(&world.redis, &["SET", "user-3:access", &again]).await;
     assert_session_ended(
         with_token(&gw, "/core/x", &again).await,
         "current, but revoked",
@@ -244,16 +220,11 @@ async fn a_revoked_token_id_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_client_costs_redis_about_one_lookup_a_second() {
-    let World {
-        redis,
-        key,
-        jwks,
-        up,
-    } = World::new().await;
-    let gw = start(up.addr, &jwks, &redis, &[("JWT_SESSION_CHECK", "current")]);
-    let t = token(&key, "user-4", "login-1");
-    let _: () = redis_cmd(&redis, &["SET", "user-4:access", &t]).await;
-    let before = gets(&redis).await;
+    let world = World::new().await;
+    let gw = world.gateway(&[("JWT_SESSION_CHECK", "current")]);
+    let t = token(&world.key, "user-4", "login-1");
+    let _: () = redis_cmd(&world.redis, &["SET", "user-4:access", &t]).await;
+    let before = gets(&world.redis).await;
     let start = Instant::now();
     // A fixed number of requests, for as long as they take (at least 2 s): about one
     // lookup per second of it, whatever the machine's speed.
@@ -263,7 +234,7 @@ async fn a_busy_client_costs_redis_about_one_lookup_a_second() {
         requests += 1;
     }
     let took = start.elapsed();
-    let lookups = gets(&redis).await - before;
+    let lookups = gets(&world.redis).await - before;
     eprintln!("{requests} requests in {took:?}: {lookups} session lookups");
     let seconds = took.as_secs() + 1;
     assert!(
@@ -274,28 +245,18 @@ async fn a_busy_client_costs_redis_about_one_lookup_a_second() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_redis_down_closed_refuses_503_and_open_lets_the_signature_decide() {
-    let World {
-        mut redis,
-        key,
-        jwks,
-        up,
-    } = World::new().await;
-    let closed = start(up.addr, &jwks, &redis, &[("JWT_SESSION_CHECK", "current")]);
-    let open = start(
-        up.addr,
-        &jwks,
-        &redis,
-        &[
-            ("JWT_SESSION_CHECK", "current"),
-            ("JWT_SESSION_FAIL", "open"),
-        ],
-    );
-    let t = token(&key, "user-5", "login-1");
-    let _: () = redis_cmd(&redis, &["SET", "user-5:access", &t]).await;
+    let mut world = World::new().await;
+    let closed = world.gateway(&[("JWT_SESSION_CHECK", "current")]);
+    let open = world.gateway(&[
+        ("JWT_SESSION_CHECK", "current"),
+        ("JWT_SESSION_FAIL", "open"),
+    ]);
+    let t = token(&world.key, "user-5", "login-1");
+    let _: () = redis_cmd(&world.redis, &["SET", "user-5:access", &t]).await;
     for gw in [&closed, &open] {
         assert_eq!(with_token(gw, "/core/x", &t).await.status(), 200);
     }
-    redis.kill();
+    world.redis.kill();
     // Past the cache time: the next request must ask Redis.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for _ in 0..3 {

@@ -142,11 +142,8 @@ impl Live {
         let _one_at_a_time = self.reloading.lock().map_err(|e| e.to_string())?;
         let outcome = self.try_reload();
         metrics::config_reload(outcome.is_ok());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((now, outcome.as_ref().err().cloned()));
+            Some((auth::unix_now(), outcome.as_ref().err().cloned()));
         match &outcome {
             Ok(()) => {
                 let table = self.current();

@@ -108,11 +108,8 @@ impl KeySet {
             .await
             .unwrap_or_else(|_| Err(format!("no complete answer within {FETCH_DEADLINE:?}")));
         let parsed = fetched.and_then(|body| parse_jwks(&body));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         *self.last_outcome.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((now, parsed.as_ref().err().cloned()));
+            Some((super::unix_now(), parsed.as_ref().err().cloned()));
         match parsed {
             Ok((keys, skipped)) => {
                 log::info!(

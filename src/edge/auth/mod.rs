@@ -87,7 +87,8 @@ pub fn check_settings(with_auth: &[&str], missing: &[&str]) -> Result<(), String
     ))
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the epoch (0 for a clock before it).
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -90,8 +90,9 @@ impl SessionStore {
         // A key whose claim the token lacks: no current session can be shown (ended); no
         // revocation can name it (not revoked).
         let current = self.settings.current.as_ref().map(|t| t.render(claim));
+        let checks_current = current.is_some();
         let revoked = self.settings.revoked.as_ref().and_then(|t| t.render(claim));
-        let Some(found) = self.lookup(current.clone().flatten(), revoked).await else {
+        let Some(found) = self.lookup(current.flatten(), revoked).await else {
             metrics::session_store_unavailable();
             return if self.settings.fail_open {
                 Ok(())
@@ -101,7 +102,7 @@ impl SessionStore {
         };
         let verdict = if found.revoked {
             Err(Refusal::Revoked)
-        } else if current.is_some()
+        } else if checks_current
             && !found
                 .stored
                 .is_some_and(|stored| bool::from(stored.as_slice().ct_eq(token.as_bytes())))
