@@ -109,7 +109,7 @@ impl KeySet {
             .unwrap_or_else(|_| Err(format!("no complete answer within {FETCH_DEADLINE:?}")));
         let parsed = fetched.and_then(|body| parse_jwks(&body));
         *self.last_outcome.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((super::unix_now(), parsed.as_ref().err().cloned()));
+            Some((unix_now(), parsed.as_ref().err().cloned()));
         match parsed {
             Ok((keys, skipped)) => {
                 log::info!(
@@ -228,6 +228,13 @@ pub fn parse_jwks(body: &[u8]) -> Result<(Keys, Vec<String>), String> {
         return Err("no usable key in the set".into());
     }
     Ok((keys, skipped))
+}
+
+/// Seconds since the epoch (0 for a clock before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

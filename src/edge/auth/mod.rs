@@ -24,7 +24,7 @@ use pingora_core::services::background::BackgroundService;
 use pingora_memory_cache::MemoryCache;
 use serde::Deserialize;
 
-pub use jwks::KeySet;
+pub use jwks::{KeySet, unix_now};
 
 use crate::settings::JwtSettings;
 
@@ -85,13 +85,6 @@ pub fn check_settings(with_auth: &[&str], missing: &[&str]) -> Result<(), String
             .join(", "),
         missing.join(", ") + if missing.len() == 1 { " is" } else { " are" },
     ))
-}
-
-/// Seconds since the epoch (0 for a clock before it).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[derive(Deserialize)]
